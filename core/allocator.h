@@ -1,0 +1,44 @@
+// minigrad: storage allocation through per-device allocators with readable counters.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "device.h"
+
+namespace minigrad {
+
+struct MemoryStats {
+  int64_t current_bytes = 0;      // bytes held by live storages right now
+  int64_t peak_bytes = 0;         // highest current_bytes since start or the last reset_peak
+  int64_t allocation_count = 0;   // storages allocated since start (cumulative)
+  int64_t active_allocations = 0; // storages alive right now
+  int64_t cached_bytes = 0;       // bytes kept by the cache for reuse (not in current_bytes)
+};
+
+class Allocator {
+ public:
+  virtual ~Allocator() = default;
+  // Returns at least nbytes, aligned to 64 bytes. Throws minigrad::Error when out of memory.
+  virtual void* allocate(size_t nbytes) = 0;
+  virtual void deallocate(void* p, size_t nbytes) = 0;
+  virtual MemoryStats stats() const = 0;
+  virtual void reset_peak() = 0;
+  // Gives cached, unused blocks back to the system.
+  virtual void empty_cache() = 0;
+};
+
+// The allocator for a device type; throws if that backend is not built or not registered.
+Allocator& allocator_for(Device d);
+void register_allocator(DeviceType t, Allocator* a);
+
+MemoryStats memory_stats(Device d = Device::cpu());
+void reset_peak_memory_stats(Device d = Device::cpu());
+void empty_cache(Device d = Device::cpu());
+
+// CPU blocks of at least this size are cached for reuse (size classes of <= 12.5% waste), so
+// training steps and repeated ops do not fault fresh pages in; smaller ones use malloc directly.
+inline constexpr size_t kCpuCacheMinBytes = 64 * 1024;
+// The CPU cache keeps at most this many unused bytes; set to 0 to disable caching.
+void set_cpu_cache_limit(size_t bytes);
+
+}  // namespace minigrad

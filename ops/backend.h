@@ -1,0 +1,55 @@
+// minigrad: the kernels one device provides. Ops do shape checks, broadcasting and autograd
+// once, device-independently, then call the backend of their tensors' device. The CPU backend
+// lives in ops/cpu/; a CUDA backend registers itself the same way.
+#pragma once
+#include <cstdint>
+
+#include "../core/tensor.h"
+
+namespace minigrad {
+
+enum class UnaryOp { Neg, Exp, Log, Sqrt, Abs, Pow, Relu, Sigmoid, Tanh, Gelu };
+enum class BinaryOp { Add, Sub, Mul, Div, Max, Min };
+enum class CompareOp { Eq, Ne, Lt, Le, Gt, Ge };
+enum class ReduceOp { Sum, Max, Min };
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  // dst = src elementwise (same shape, any strides; converts dtype).
+  virtual void copy(const Tensor& dst, const Tensor& src) = 0;
+  virtual void fill(const Tensor& dst, double value) = 0;
+  // out = op(x) (p is pow's exponent).
+  virtual void unary(UnaryOp op, const Tensor& out, const Tensor& x, double p) = 0;
+  // gx = gy * op'(x), with y = op(x) available to the ops that prefer it.
+  virtual void unary_backward(UnaryOp op, const Tensor& gx, const Tensor& gy, const Tensor& x,
+                              const Tensor& y, double p) = 0;
+  // out = op(a, alpha * b); a and b are already broadcast to out's shape and of out's dtype.
+  virtual void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b,
+                      double alpha) = 0;
+  // out (int64) = a op b; a and b broadcast to out's shape, of one dtype.
+  virtual void compare(CompareOp op, const Tensor& out, const Tensor& a, const Tensor& b) = 0;
+  virtual void where(const Tensor& out, const Tensor& cond, const Tensor& a, const Tensor& b) = 0;
+  // out has x's rank, with size 1 in the reduced dims.
+  virtual void reduce(ReduceOp op, const Tensor& out, const Tensor& x) = 0;
+  // values and indices have x's rank, with size 1 in dim.
+  virtual void reduce_arg(ReduceOp op, const Tensor& values, const Tensor& indices,
+                          const Tensor& x, int64_t dim) = 0;
+  // out = x gathered along dim at index (out has index's shape). Throws on an index out of range.
+  virtual void gather(const Tensor& out, const Tensor& x, int64_t dim, const Tensor& index) = 0;
+  // out[... index[i] ...] += src[i] along dim (the adjoint of gather).
+  virtual void scatter_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src) = 0;
+  // out[b] = alpha * a[b] @ b[b] + beta * out[b]; all 3-D; a, b any strides; out contiguous.
+  virtual void gemm(const Tensor& out, const Tensor& a, const Tensor& b, double alpha,
+                    double beta) = 0;
+  // Softmax (or log-softmax) over dim; x and out contiguous.
+  virtual void softmax(const Tensor& out, const Tensor& x, int64_t dim, bool log) = 0;
+  virtual void softmax_backward(const Tensor& gx, const Tensor& gy, const Tensor& y, int64_t dim,
+                                bool log) = 0;
+};
+
+// The backend of a device; throws a clear error if it is not built into this minigrad.
+Backend& backend_for(Device d);
+void register_backend(DeviceType t, Backend* b);
+
+}  // namespace minigrad

@@ -1,0 +1,30 @@
+// minigrad CPU backend: the Backend kernels for host memory (OpenMP loops, OpenBLAS GEMM).
+#pragma once
+#include "../backend.h"
+
+namespace minigrad::cpu {
+
+class CpuBackend final : public Backend {
+ public:
+  void copy(const Tensor& dst, const Tensor& src) override;
+  void fill(const Tensor& dst, double value) override;
+  void unary(UnaryOp op, const Tensor& out, const Tensor& x, double p) override;
+  void unary_backward(UnaryOp op, const Tensor& gx, const Tensor& gy, const Tensor& x,
+                      const Tensor& y, double p) override;
+  void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b, double alpha) override;
+  void compare(CompareOp op, const Tensor& out, const Tensor& a, const Tensor& b) override;
+  void where(const Tensor& out, const Tensor& cond, const Tensor& a, const Tensor& b) override;
+  void reduce(ReduceOp op, const Tensor& out, const Tensor& x) override;
+  void reduce_arg(ReduceOp op, const Tensor& values, const Tensor& indices, const Tensor& x,
+                  int64_t dim) override;
+  void gather(const Tensor& out, const Tensor& x, int64_t dim, const Tensor& index) override;
+  void scatter_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src) override;
+  void gemm(const Tensor& out, const Tensor& a, const Tensor& b, double alpha, double beta) override;
+  void softmax(const Tensor& out, const Tensor& x, int64_t dim, bool log) override;
+  void softmax_backward(const Tensor& gx, const Tensor& gy, const Tensor& y, int64_t dim,
+                        bool log) override;
+};
+
+Backend& backend();
+
+}  // namespace minigrad::cpu

@@ -1,0 +1,183 @@
+// CPU kernels: copy, fill, unary ops and their derivatives, binary ops, comparisons, where.
+#include <cmath>
+
+#include "cpu_backend.h"
+#include "loops.h"
+
+namespace minigrad::cpu {
+
+Backend& backend() {
+  static CpuBackend b;
+  return b;
+}
+
+void CpuBackend::copy(const Tensor& dst, const Tensor& src) {
+  visit_dtype(dst.dtype(), [&](auto dt) {
+    visit_dtype(src.dtype(), [&](auto st) {
+      using D = typename decltype(dt)::type;
+      using S = typename decltype(st)::type;
+      if constexpr (std::is_same_v<D, S>) {
+        std::array<const Tensor*, 2> ts{&dst, &src};
+        for_each<2>(dst.sizes(), ts, [](const std::array<char*, 2>& p, const std::array<int64_t, 2>& s,
+                                        int64_t n) {
+          if (s[0] == int64_t(sizeof(D)) && s[1] == int64_t(sizeof(D)))
+            std::memcpy(p[0], p[1], size_t(n) * sizeof(D));
+          else
+            for (int64_t i = 0; i < n; ++i)
+              *reinterpret_cast<D*>(p[0] + i * s[0]) = *reinterpret_cast<const D*>(p[1] + i * s[1]);
+        });
+      } else {
+        map<D, S>(dst, [](S v) { return static_cast<D>(v); }, src);
+      }
+    });
+  });
+}
+
+void CpuBackend::fill(const Tensor& dst, double value) {
+  visit_dtype(dst.dtype(), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T v = static_cast<T>(value);
+    map<T>(dst, [v]() { return v; });
+  });
+}
+
+namespace {
+
+template <class T>
+T gelu_cdf(T x) { return T(0.5) * (T(1) + std::erf(x * T(M_SQRT1_2))); }
+
+template <class T>
+T sigmoid_of(T x) {
+  return x >= T(0) ? T(1) / (T(1) + std::exp(-x)) : std::exp(x) / (T(1) + std::exp(x));
+}
+
+}  // namespace
+
+void CpuBackend::unary(UnaryOp op, const Tensor& out, const Tensor& x, double p) {
+  if (x.dtype() == kInt64) {
+    MG_CHECK(op == UnaryOp::Neg || op == UnaryOp::Abs, "unary op on int64 is only neg or abs");
+    if (op == UnaryOp::Neg) map<int64_t, int64_t>(out, [](int64_t v) { return -v; }, x);
+    else map<int64_t, int64_t>(out, [](int64_t v) { return v < 0 ? -v : v; }, x);
+    return;
+  }
+  visit_floating(x.dtype(), "unary", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T e = T(p);
+    switch (op) {
+      case UnaryOp::Neg: return map<T, T>(out, [](T v) { return -v; }, x);
+      case UnaryOp::Exp: return map<T, T>(out, [](T v) { return std::exp(v); }, x);
+      case UnaryOp::Log: return map<T, T>(out, [](T v) { return std::log(v); }, x);
+      case UnaryOp::Sqrt: return map<T, T>(out, [](T v) { return std::sqrt(v); }, x);
+      case UnaryOp::Abs: return map<T, T>(out, [](T v) { return std::abs(v); }, x);
+      case UnaryOp::Pow:
+        if (p == 2.0) return map<T, T>(out, [](T v) { return v * v; }, x);
+        return map<T, T>(out, [e](T v) { return std::pow(v, e); }, x);
+      case UnaryOp::Relu: return map<T, T>(out, [](T v) { return v > T(0) ? v : T(0); }, x);
+      case UnaryOp::Sigmoid: return map<T, T>(out, [](T v) { return sigmoid_of(v); }, x);
+      case UnaryOp::Tanh: return map<T, T>(out, [](T v) { return std::tanh(v); }, x);
+      case UnaryOp::Gelu: return map<T, T>(out, [](T v) { return v * gelu_cdf(v); }, x);
+    }
+  });
+}
+
+void CpuBackend::unary_backward(UnaryOp op, const Tensor& gx, const Tensor& gy, const Tensor& x,
+                                const Tensor& y, double p) {
+  visit_floating(gx.dtype(), "unary_backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T e = T(p);
+    switch (op) {
+      case UnaryOp::Neg: return map<T, T>(gx, [](T g) { return -g; }, gy);
+      case UnaryOp::Exp: return map<T, T, T>(gx, [](T g, T yv) { return g * yv; }, gy, y);
+      case UnaryOp::Log: return map<T, T, T>(gx, [](T g, T xv) { return g / xv; }, gy, x);
+      case UnaryOp::Sqrt: return map<T, T, T>(gx, [](T g, T yv) { return g / (T(2) * yv); }, gy, y);
+      case UnaryOp::Abs:
+        return map<T, T, T>(gx, [](T g, T xv) { return xv > T(0) ? g : xv < T(0) ? -g : T(0); }, gy, x);
+      case UnaryOp::Pow:
+        return map<T, T, T>(gx, [e](T g, T xv) { return g * e * std::pow(xv, e - T(1)); }, gy, x);
+      case UnaryOp::Relu:
+        return map<T, T, T>(gx, [](T g, T xv) { return xv > T(0) ? g : T(0); }, gy, x);
+      case UnaryOp::Sigmoid:
+        return map<T, T, T>(gx, [](T g, T yv) { return g * yv * (T(1) - yv); }, gy, y);
+      case UnaryOp::Tanh: return map<T, T, T>(gx, [](T g, T yv) { return g * (T(1) - yv * yv); }, gy, y);
+      case UnaryOp::Gelu:
+        return map<T, T, T>(gx, [](T g, T xv) {
+          const T pdf = std::exp(T(-0.5) * xv * xv) * T(0.3989422804014327);
+          return g * (gelu_cdf(xv) + xv * pdf);
+        }, gy, x);
+    }
+  });
+}
+
+namespace {
+template <class T>
+T maxv(T a, T b) {
+  if constexpr (std::is_floating_point_v<T>)
+    if (std::isnan(a) || std::isnan(b)) return std::numeric_limits<T>::quiet_NaN();
+  return a > b ? a : b;
+}
+template <class T>
+T minv(T a, T b) {
+  if constexpr (std::is_floating_point_v<T>)
+    if (std::isnan(a) || std::isnan(b)) return std::numeric_limits<T>::quiet_NaN();
+  return a < b ? a : b;
+}
+}  // namespace
+
+void CpuBackend::binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b,
+                        double alpha) {
+  visit_dtype(out.dtype(), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T al = T(alpha);
+    switch (op) {
+      case BinaryOp::Add:
+        if (alpha == 1.0) return map<T, T, T>(out, [](T x, T y) { return x + y; }, a, b);
+        return map<T, T, T>(out, [al](T x, T y) { return x + al * y; }, a, b);
+      case BinaryOp::Sub:
+        if (alpha == 1.0) return map<T, T, T>(out, [](T x, T y) { return x - y; }, a, b);
+        return map<T, T, T>(out, [al](T x, T y) { return x - al * y; }, a, b);
+      case BinaryOp::Mul: return map<T, T, T>(out, [](T x, T y) { return x * y; }, a, b);
+      case BinaryOp::Div:
+        if constexpr (std::is_integral_v<T>) {
+          // integer division by zero is undefined behaviour: refuse it up front
+          bool zero = false;
+          for_each<1>(b.sizes(), {&b}, [&zero](const std::array<char*, 1>& p,
+                                               const std::array<int64_t, 1>& s, int64_t n) {
+            for (int64_t i = 0; i < n; ++i) zero = zero || *reinterpret_cast<const T*>(p[0] + i * s[0]) == 0;
+          }, /*parallel=*/false);
+          MG_CHECK(!zero, "div: integer division by zero");
+          return map<T, T, T>(out, [](T x, T y) { return x / y; }, a, b);
+        } else {
+          return map<T, T, T>(out, [](T x, T y) { return x / y; }, a, b);
+        }
+      case BinaryOp::Max: return map<T, T, T>(out, [](T x, T y) { return maxv(x, y); }, a, b);
+      case BinaryOp::Min: return map<T, T, T>(out, [](T x, T y) { return minv(x, y); }, a, b);
+    }
+  });
+}
+
+void CpuBackend::compare(CompareOp op, const Tensor& out, const Tensor& a, const Tensor& b) {
+  visit_dtype(a.dtype(), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using R = int64_t;
+    switch (op) {
+      case CompareOp::Eq: return map<R, T, T>(out, [](T x, T y) { return R(x == y); }, a, b);
+      case CompareOp::Ne: return map<R, T, T>(out, [](T x, T y) { return R(x != y); }, a, b);
+      case CompareOp::Lt: return map<R, T, T>(out, [](T x, T y) { return R(x < y); }, a, b);
+      case CompareOp::Le: return map<R, T, T>(out, [](T x, T y) { return R(x <= y); }, a, b);
+      case CompareOp::Gt: return map<R, T, T>(out, [](T x, T y) { return R(x > y); }, a, b);
+      case CompareOp::Ge: return map<R, T, T>(out, [](T x, T y) { return R(x >= y); }, a, b);
+    }
+  });
+}
+
+void CpuBackend::where(const Tensor& out, const Tensor& cond, const Tensor& a, const Tensor& b) {
+  visit_dtype(out.dtype(), [&](auto tag) {
+    visit_dtype(cond.dtype(), [&](auto ctag) {
+      using T = typename decltype(tag)::type;
+      using C = typename decltype(ctag)::type;
+      map<T, C, T, T>(out, [](C c, T x, T y) { return c != C(0) ? x : y; }, cond, a, b);
+    });
+  });
+}
+
+}  // namespace minigrad::cpu
