@@ -18,4 +18,6 @@ Backend& backend_for(Device d) {
   return *b;
 }
 
+bool device_available(Device d) { return d.is_cpu() || g_backends[int(d.type)] != nullptr; }
+
 }  // namespace minigrad

@@ -51,5 +51,7 @@ class Backend {
 // The backend of a device; throws a clear error if it is not built into this minigrad.
 Backend& backend_for(Device d);
 void register_backend(DeviceType t, Backend* b);
+// True when this build has kernels for d (CPU always; CUDA once its backend is registered).
+bool device_available(Device d);
 
 }  // namespace minigrad

@@ -160,6 +160,12 @@ Tensor operator<(const Tensor& a, const Tensor& b) { return lt(a, b); }
 Tensor operator<=(const Tensor& a, const Tensor& b) { return le(a, b); }
 Tensor operator>(const Tensor& a, const Tensor& b) { return gt(a, b); }
 Tensor operator>=(const Tensor& a, const Tensor& b) { return ge(a, b); }
+Tensor eq(const Tensor& a, double b) { return eq(a, scalar_like(a, b)); }
+Tensor ne(const Tensor& a, double b) { return ne(a, scalar_like(a, b)); }
+Tensor lt(const Tensor& a, double b) { return lt(a, scalar_like(a, b)); }
+Tensor le(const Tensor& a, double b) { return le(a, scalar_like(a, b)); }
+Tensor gt(const Tensor& a, double b) { return gt(a, scalar_like(a, b)); }
+Tensor ge(const Tensor& a, double b) { return ge(a, scalar_like(a, b)); }
 Tensor operator==(const Tensor& a, double b) { return eq(a, scalar_like(a, b)); }
 Tensor operator!=(const Tensor& a, double b) { return ne(a, scalar_like(a, b)); }
 Tensor operator<(const Tensor& a, double b) { return lt(a, scalar_like(a, b)); }

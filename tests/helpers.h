@@ -1,0 +1,85 @@
+// Shared test helpers: the devices every test body runs on, naive references, the gradient check.
+#pragma once
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "minigrad.h"
+#include "ops/backend.h"
+
+namespace mgtest {
+using namespace minigrad;
+
+// Every device this build can run on: the CPU, plus CUDA when its backend is present.
+inline std::vector<Device> devices() {
+  std::vector<Device> d{Device::cpu()};
+  if (device_available(Device::cuda())) d.push_back(Device::cuda());
+  return d;
+}
+
+// A float64 leaf on `dev` that requires grad, with values from randn (or uniform in [lo, hi)).
+inline Tensor leaf(const Shape& s, Device dev, double lo = 0, double hi = 0) {
+  Tensor t = hi > lo ? add(mul(rand(s, kFloat64), hi - lo), lo) : randn(s, kFloat64);
+  return t.to(dev).detach().requires_grad_();
+}
+
+inline std::vector<double> vals(const Tensor& t) { return t.to_vector<double>(); }
+
+// Index of out element `i` (row-major in out_shape) in a tensor of in_shape broadcast to it.
+inline int64_t bcast_index(int64_t i, const Shape& out_shape, const Shape& in_shape) {
+  int64_t idx = 0, stride = 1;
+  const size_t lead = out_shape.size() - in_shape.size();
+  for (size_t d = out_shape.size(); d-- > 0;) {
+    int64_t c = i % out_shape[d];
+    i /= out_shape[d];
+    if (d >= lead) {
+      int64_t n = in_shape[d - lead];
+      idx += (n == 1 ? 0 : c) * stride;
+      stride *= n;
+    }
+  }
+  return idx;
+}
+
+inline void check_close(const std::vector<double>& got, const std::vector<double>& want,
+                        double tol = 1e-6) {
+  REQUIRE(got.size() == want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (std::isnan(want[i])) {
+      CHECK_MESSAGE(std::isnan(got[i]), "element ", i);
+      continue;
+    }
+    CHECK_MESSAGE(std::abs(got[i] - want[i]) <= tol * (1 + std::abs(want[i])),
+                  "element ", i, ": got ", got[i], ", want ", want[i]);
+  }
+}
+
+// The exception's message, or "" when fn does not throw minigrad::Error.
+template <class F>
+std::string error_of(F&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace mgtest
+
+// One generic gradient checker for every op: float64 central differences vs backward().
+#define CHECK_GRAD(fn, ...)                                                     \
+  do {                                                                          \
+    auto _r = ::minigrad::gradcheck(fn, std::vector<::minigrad::Tensor>{__VA_ARGS__}); \
+    CHECK_MESSAGE(_r.ok, _r.message);                                           \
+  } while (0)
+
+// Expects a minigrad::Error whose message contains every given fragment.
+#define CHECK_ERROR(expr, ...)                                                  \
+  do {                                                                          \
+    std::string _m = ::mgtest::error_of([&] { (void)(expr); });                 \
+    CHECK_MESSAGE(!_m.empty(), "expected minigrad::Error from " #expr);         \
+    for (const char* _f : {__VA_ARGS__})                                        \
+      CHECK_MESSAGE(_m.find(_f) != std::string::npos, "message '", _m, "' lacks '", _f, "'"); \
+  } while (0)
