@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs minigrad's build dependencies from Debian's packages, if any is missing.
+set -euo pipefail
+pkgs=(cmake g++ make libopenblas-dev doctest-dev libstb-dev zlib1g-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing: ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

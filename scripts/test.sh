@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, twice: a Release build, and a build under AddressSanitizer +
+# UndefinedBehaviorSanitizer (any report fails the run). Installs what it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+jobs=$(nproc)
+
+echo "== release build"
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build/release -j "$jobs"
+ctest --test-dir build/release --output-on-failure
+
+echo "== using minigrad from another CMake project (add_subdirectory and find_package)"
+rm -rf build/install build/consumer-sub build/consumer-pkg
+cmake --install build/release --prefix build/install >/dev/null
+cmake -S tests/consumer -B build/consumer-sub -DMINIGRAD_SOURCE_DIR="$PWD" >/dev/null
+cmake --build build/consumer-sub -j "$jobs" >/dev/null
+build/consumer-sub/consumer
+cmake -S tests/consumer -B build/consumer-pkg -DCMAKE_PREFIX_PATH="$PWD/build/install" >/dev/null
+cmake --build build/consumer-pkg -j "$jobs" >/dev/null
+build/consumer-pkg/consumer
+
+echo "== AddressSanitizer + UndefinedBehaviorSanitizer build"
+cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DMINIGRAD_SANITIZE=ON -DMINIGRAD_BUILD_BENCH=OFF >/dev/null
+cmake --build build/asan -j "$jobs"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build/asan --output-on-failure
