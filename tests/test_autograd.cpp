@@ -152,3 +152,36 @@ TEST_CASE("the tape keeps only what backward reads") {
   sum(z).backward();
   check_close(vals(x.grad()), vals(mul(exp(x.detach()), c)), 1e-5);
 }
+
+TEST_CASE("gradcheck catches a wrong backward, and the engine checks returned gradients") {
+  // y = x^2 with a backward that forgets the factor 2
+  auto wrong_square = [](const Tensor& x) {
+    Tensor y = mul(x.detach(), x.detach());
+    SavedTensor sx(x);
+    record("wrong_square", {x}, {y}, [sx](std::vector<Tensor>& g) {
+      return std::vector<Tensor>{mul(g[0], sx.unpack("wrong_square"))};
+    });
+    return y;
+  };
+  Tensor x = leaf({4}, Device::cpu(), 0.5, 1.5);
+  auto r = gradcheck([&](const std::vector<Tensor>& in) { return wrong_square(in[0]); }, {x});
+  CHECK_FALSE(r.ok);
+  CHECK(r.message.find("input 0") != std::string::npos);
+
+  auto bad_shape = [](const Tensor& x) {
+    Tensor y = mul(x.detach(), 2.0);
+    record("bad_shape", {x}, {y}, [](std::vector<Tensor>& g) {
+      return std::vector<Tensor>{sum(g[0])};
+    });
+    return y;
+  };
+  CHECK_ERROR(sum(bad_shape(x)).backward(), "bad_shape", "shape []", "[4]");
+  auto bad_count = [](const Tensor& x) {
+    Tensor y = mul(x.detach(), 2.0);
+    record("bad_count", {x}, {y}, [](std::vector<Tensor>& g) {
+      return std::vector<Tensor>{g[0], g[0]};
+    });
+    return y;
+  };
+  CHECK_ERROR(sum(bad_count(x)).backward(), "bad_count", "2 gradients", "1 inputs");
+}

@@ -47,9 +47,10 @@ TEST_CASE("unary ops") {
     }
   // Large inputs run on several threads and still match.
   Tensor big = randn({300000}, kFloat64);
-  std::vector<double> want;
-  for (double v : vals(big)) want.push_back(std::tanh(v));
-  check_close(vals(tanh(big)), want, 1e-12);
+  auto bv = vals(big), tv = vals(tanh(big));
+  double worst = 0;
+  for (size_t i = 0; i < bv.size(); ++i) worst = std::max(worst, std::abs(tv[i] - std::tanh(bv[i])));
+  CHECK(worst < 1e-12);
   // sigmoid stays finite for large magnitudes
   check_close(vals(sigmoid(from_vector<double>({-800, 800}))), {0, 1});
 }

@@ -1,4 +1,5 @@
 // Tensor: factories, views, dtypes, element access, printing, the allocator's counters.
+#include <functional>
 #include <sstream>
 
 #include "helpers.h"
@@ -194,4 +195,36 @@ TEST_CASE("set_num_threads validates and applies") {
   CHECK(get_num_threads() == 1);
   set_num_threads(n);
   CHECK_ERROR(set_num_threads(0), "set_num_threads");
+}
+
+TEST_CASE("view ops, clone and dtype casts are differentiable") {
+  using Fn = std::function<Tensor(const Tensor&)>;
+  const std::vector<std::pair<const char*, Fn>> cases = {
+      {"view", [](const Tensor& x) { return x.view({4, 6}); }},
+      {"reshape", [](const Tensor& x) { return x.permute({2, 0, 1}).reshape({-1}); }},
+      {"permute", [](const Tensor& x) { return x.permute({1, 2, 0}); }},
+      {"transpose", [](const Tensor& x) { return x.transpose(0, 2); }},
+      {"narrow", [](const Tensor& x) { return x.narrow(1, 1, 2); }},
+      {"slice", [](const Tensor& x) { return x.slice(2, 1, 4, 2); }},
+      {"select", [](const Tensor& x) { return x.select(1, 2); }},
+      {"index", [](const Tensor& x) { return x[1]; }},
+      {"expand", [](const Tensor& x) { return x.narrow(2, 0, 1).expand({5, 2, 3, 4}); }},
+      {"squeeze", [](const Tensor& x) { return x.narrow(1, 0, 1).squeeze(1); }},
+      {"unsqueeze", [](const Tensor& x) { return x.unsqueeze(0).unsqueeze(-1); }},
+      {"flatten", [](const Tensor& x) { return x.flatten(0, 1); }},
+      {"contiguous", [](const Tensor& x) { return x.t().contiguous(); }},
+      {"clone", [](const Tensor& x) { return x.clone(); }},
+      {"to", [](const Tensor& x) { return mul(x.to(kFloat32), 2.0).to(kFloat64); }},
+  };
+  for (Device dev : devices())
+    for (const auto& [name, fn] : cases) {
+      CAPTURE(dev);
+      CAPTURE(name);
+      Tensor x = leaf({2, 3, 4}, dev);
+      if (std::string(name) == "contiguous") x = leaf({3, 4}, dev);
+      auto r = gradcheck([&](const std::vector<Tensor>& in) { return fn(in[0]); }, {x},
+                         GradcheckOptions{.eps = std::string(name) == "to" ? 1e-3 : 1e-6,
+                                          .atol = std::string(name) == "to" ? 1e-3 : 1e-5});
+      CHECK_MESSAGE(r.ok, r.message);
+    }
 }
