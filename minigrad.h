@@ -8,4 +8,5 @@
 #include "core/gradcheck.h"
 #include "core/tensor.h"
 #include "core/threading.h"
+#include "ops/conv.h"
 #include "ops/ops.h"

@@ -8,6 +8,17 @@
 
 namespace minigrad {
 
+// One conv's geometry. The "image side" is (C, H, W); the kernel slides over it and gives
+// Ho x Wo positions. pad_h/pad_w are the top/left padding (the bottom/right padding is implied by
+// Ho/Wo, so asymmetric "same" padding needs nothing more).
+struct Conv2dGeometry {
+  int64_t C = 0, H = 0, W = 0;
+  int64_t kh = 1, kw = 1, sh = 1, sw = 1, pad_h = 0, pad_w = 0, dh = 1, dw = 1;
+  int64_t Ho = 0, Wo = 0;
+  int64_t rows() const { return C * kh * kw; }
+  int64_t positions() const { return Ho * Wo; }
+};
+
 enum class UnaryOp { Neg, Exp, Log, Sqrt, Abs, Pow, Relu, Sigmoid, Tanh, Gelu };
 enum class BinaryOp { Add, Sub, Mul, Div, Max, Min };
 enum class CompareOp { Eq, Ne, Lt, Le, Gt, Ge };
@@ -42,6 +53,11 @@ class Backend {
   // out[b] = alpha * a[b] @ b[b] + beta * out[b]; all 3-D; a, b any strides; out contiguous.
   virtual void gemm(const Tensor& out, const Tensor& a, const Tensor& b, double alpha,
                     double beta) = 0;
+  // im2col: x is (T, C, H, W) contiguous; cols is (C*kh*kw, >= T*Ho*Wo) with unit column stride,
+  // and image t fills columns [t*Ho*Wo, (t+1)*Ho*Wo).
+  virtual void im2col(const Tensor& cols, const Tensor& x, const Conv2dGeometry& g) = 0;
+  // col2im, the adjoint: x (T, C, H, W) = the sum of cols' entries over every place each came from.
+  virtual void col2im(const Tensor& x, const Tensor& cols, const Conv2dGeometry& g) = 0;
   // Softmax (or log-softmax) over dim; x and out contiguous.
   virtual void softmax(const Tensor& out, const Tensor& x, int64_t dim, bool log) = 0;
   virtual void softmax_backward(const Tensor& gx, const Tensor& gy, const Tensor& y, int64_t dim,

@@ -20,6 +20,8 @@ class CpuBackend final : public Backend {
   void gather(const Tensor& out, const Tensor& x, int64_t dim, const Tensor& index) override;
   void scatter_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src) override;
   void gemm(const Tensor& out, const Tensor& a, const Tensor& b, double alpha, double beta) override;
+  void im2col(const Tensor& cols, const Tensor& x, const Conv2dGeometry& g) override;
+  void col2im(const Tensor& x, const Tensor& cols, const Conv2dGeometry& g) override;
   void softmax(const Tensor& out, const Tensor& x, int64_t dim, bool log) override;
   void softmax_backward(const Tensor& gx, const Tensor& gy, const Tensor& y, int64_t dim,
                         bool log) override;
