@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs minigrad's build dependencies from Debian's packages, if any is missing.
 set -euo pipefail
-pkgs=(cmake g++ make libopenblas-dev doctest-dev libstb-dev zlib1g-dev)
+pkgs=(cmake g++ make libopenblas-dev libopenblas-openmp-dev doctest-dev libstb-dev zlib1g-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
