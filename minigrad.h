@@ -9,4 +9,6 @@
 #include "core/tensor.h"
 #include "core/threading.h"
 #include "ops/conv.h"
+#include "ops/norm.h"
 #include "ops/ops.h"
+#include "ops/pool.h"

@@ -19,6 +19,14 @@ struct Conv2dGeometry {
   int64_t positions() const { return Ho * Wo; }
 };
 
+// A pooling window's geometry over (planes, H, W): a conv geometry (C unused) plus how windows
+// are formed. Adaptive windows are [floor(i*H/Ho), ceil((i+1)*H/Ho)) and ignore kernel/stride.
+struct Pool2dGeometry {
+  Conv2dGeometry g;
+  bool adaptive = false;
+  bool count_include_pad = true;  // avg: divide by the window including padding
+};
+
 enum class UnaryOp { Neg, Exp, Log, Sqrt, Abs, Pow, Relu, Sigmoid, Tanh, Gelu };
 enum class BinaryOp { Add, Sub, Mul, Div, Max, Min };
 enum class CompareOp { Eq, Ne, Lt, Le, Gt, Ge };
@@ -58,6 +66,21 @@ class Backend {
   virtual void im2col(const Tensor& cols, const Tensor& x, const Conv2dGeometry& g) = 0;
   // col2im, the adjoint: x (T, C, H, W) = the sum of cols' entries over every place each came from.
   virtual void col2im(const Tensor& x, const Tensor& cols, const Conv2dGeometry& g) = 0;
+  // Pooling over x (P, H, W) contiguous planes; out/indices (P, Ho, Wo); indices are h*W + w.
+  virtual void max_pool2d(const Tensor& out, const Tensor& indices, const Tensor& x,
+                          const Pool2dGeometry& g) = 0;
+  // gx (P, H, W) = the gradient routed to each window's winner.
+  virtual void max_pool2d_backward(const Tensor& gx, const Tensor& gy, const Tensor& indices) = 0;
+  virtual void avg_pool2d(const Tensor& out, const Tensor& x, const Pool2dGeometry& g) = 0;
+  virtual void avg_pool2d_backward(const Tensor& gx, const Tensor& gy, const Pool2dGeometry& g) = 0;
+  // Per-channel statistics of x (N, C, S) contiguous: mean and biased variance (C each).
+  virtual void channel_moments(const Tensor& mean, const Tensor& var, const Tensor& x) = 0;
+  // Per-channel sums of gy and gy*x over (N, S).
+  virtual void channel_grad_sums(const Tensor& sum_gy, const Tensor& sum_gyx, const Tensor& gy,
+                                 const Tensor& x) = 0;
+  // out = a[c] * x + d[c] (+ b[c] * x2 when x2 is defined); all (N, C, S) contiguous.
+  virtual void channel_affine(const Tensor& out, const Tensor& x, const Tensor& a, const Tensor& d,
+                              const Tensor& x2, const Tensor& b) = 0;
   // Softmax (or log-softmax) over dim; x and out contiguous.
   virtual void softmax(const Tensor& out, const Tensor& x, int64_t dim, bool log) = 0;
   virtual void softmax_backward(const Tensor& gx, const Tensor& gy, const Tensor& y, int64_t dim,

@@ -81,5 +81,5 @@ std::string error_of(F&& fn) {
     std::string _m = ::mgtest::error_of([&] { (void)(expr); });                 \
     CHECK_MESSAGE(!_m.empty(), "expected minigrad::Error from " #expr);         \
     for (const char* _f : {__VA_ARGS__})                                        \
-      CHECK_MESSAGE(_m.find(_f) != std::string::npos, "message '", _m, "' lacks '", _f, "'"); \
+      CHECK_MESSAGE(_m.find(_f) != std::string::npos, "message '", _m, "' lacks '", std::string(_f), "'"); \
   } while (0)

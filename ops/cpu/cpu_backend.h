@@ -22,6 +22,16 @@ class CpuBackend final : public Backend {
   void gemm(const Tensor& out, const Tensor& a, const Tensor& b, double alpha, double beta) override;
   void im2col(const Tensor& cols, const Tensor& x, const Conv2dGeometry& g) override;
   void col2im(const Tensor& x, const Tensor& cols, const Conv2dGeometry& g) override;
+  void max_pool2d(const Tensor& out, const Tensor& indices, const Tensor& x,
+                  const Pool2dGeometry& g) override;
+  void max_pool2d_backward(const Tensor& gx, const Tensor& gy, const Tensor& indices) override;
+  void avg_pool2d(const Tensor& out, const Tensor& x, const Pool2dGeometry& g) override;
+  void avg_pool2d_backward(const Tensor& gx, const Tensor& gy, const Pool2dGeometry& g) override;
+  void channel_moments(const Tensor& mean, const Tensor& var, const Tensor& x) override;
+  void channel_grad_sums(const Tensor& sum_gy, const Tensor& sum_gyx, const Tensor& gy,
+                         const Tensor& x) override;
+  void channel_affine(const Tensor& out, const Tensor& x, const Tensor& a, const Tensor& d,
+                      const Tensor& x2, const Tensor& b) override;
   void softmax(const Tensor& out, const Tensor& x, int64_t dim, bool log) override;
   void softmax_backward(const Tensor& gx, const Tensor& gy, const Tensor& y, int64_t dim,
                         bool log) override;

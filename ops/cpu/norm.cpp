@@ -1,0 +1,90 @@
+// CPU per-channel kernels for batch norm: moments, gradient sums, and the affine map.
+// Parallel over channels; each channel's (N, S) block is reduced in double.
+#include <omp.h>
+
+#include "cpu_backend.h"
+#include "loops.h"
+
+namespace minigrad::cpu {
+
+void CpuBackend::channel_moments(const Tensor& mean, const Tensor& var, const Tensor& x) {
+  visit_floating(x.dtype(), "batch_norm", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const int64_t N = x.size(0), C = x.size(1), S = x.size(2);
+    const T* xp = x.data_ptr<T>();
+    T* mp = mean.data_ptr<T>();
+    T* vp = var.data_ptr<T>();
+#pragma omp parallel for schedule(static) if (N * C * S >= kParallelGrain)
+    for (int64_t c = 0; c < C; ++c) {
+      double s = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        const T* p = xp + (n * C + c) * S;
+        for (int64_t i = 0; i < S; ++i) s += p[i];
+      }
+      const double m = s / double(N * S);
+      double q = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        const T* p = xp + (n * C + c) * S;
+        for (int64_t i = 0; i < S; ++i) q += (p[i] - m) * (p[i] - m);
+      }
+      mp[c] = T(m);
+      vp[c] = T(q / double(N * S));
+    }
+  });
+}
+
+void CpuBackend::channel_grad_sums(const Tensor& sum_gy, const Tensor& sum_gyx, const Tensor& gy,
+                                   const Tensor& x) {
+  visit_floating(x.dtype(), "batch_norm_backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const int64_t N = x.size(0), C = x.size(1), S = x.size(2);
+    const T* gp = gy.data_ptr<T>();
+    const T* xp = x.data_ptr<T>();
+    T* a = sum_gy.data_ptr<T>();
+    T* b = sum_gyx.data_ptr<T>();
+#pragma omp parallel for schedule(static) if (N * C * S >= kParallelGrain)
+    for (int64_t c = 0; c < C; ++c) {
+      double s = 0, sx = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        const T* g = gp + (n * C + c) * S;
+        const T* v = xp + (n * C + c) * S;
+        for (int64_t i = 0; i < S; ++i) {
+          s += g[i];
+          sx += g[i] * v[i];
+        }
+      }
+      a[c] = T(s);
+      b[c] = T(sx);
+    }
+  });
+}
+
+void CpuBackend::channel_affine(const Tensor& out, const Tensor& x, const Tensor& a, const Tensor& d,
+                                const Tensor& x2, const Tensor& b) {
+  visit_floating(x.dtype(), "batch_norm", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const int64_t N = x.size(0), C = x.size(1), S = x.size(2);
+    const T* xp = x.data_ptr<T>();
+    const T* x2p = x2.defined() ? x2.data_ptr<T>() : nullptr;
+    const T* ap = a.data_ptr<T>();
+    const T* dp = d.data_ptr<T>();
+    const T* bp = b.defined() ? b.data_ptr<T>() : nullptr;
+    T* op = out.data_ptr<T>();
+#pragma omp parallel for schedule(static) if (N * C * S >= kParallelGrain)
+    for (int64_t nc = 0; nc < N * C; ++nc) {
+      const int64_t c = nc % C;
+      const T av = ap[c], dv = dp[c];
+      const T* p = xp + nc * S;
+      T* o = op + nc * S;
+      if (x2p) {
+        const T bv = bp[c];
+        const T* q = x2p + nc * S;
+        for (int64_t i = 0; i < S; ++i) o[i] = av * p[i] + bv * q[i] + dv;
+      } else {
+        for (int64_t i = 0; i < S; ++i) o[i] = av * p[i] + dv;
+      }
+    }
+  });
+}
+
+}  // namespace minigrad::cpu

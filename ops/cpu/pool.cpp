@@ -1,0 +1,149 @@
+// CPU pooling kernels, parallel over planes (N*C): each plane is independent in both directions.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "cpu_backend.h"
+#include "loops.h"
+
+namespace minigrad::cpu {
+
+namespace {
+
+struct Window {
+  int64_t h0, h1, w0, w1;  // clipped to the input
+  int64_t count;           // the avg divisor
+};
+
+inline int64_t floor_div(int64_t a, int64_t b) { return a / b; }
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The (avg) window of output (oh, ow).
+inline Window window(const Pool2dGeometry& p, int64_t oh, int64_t ow) {
+  const Conv2dGeometry& g = p.g;
+  Window w{};
+  if (p.adaptive) {
+    w.h0 = floor_div(oh * g.H, g.Ho);
+    w.h1 = ceil_div((oh + 1) * g.H, g.Ho);
+    w.w0 = floor_div(ow * g.W, g.Wo);
+    w.w1 = ceil_div((ow + 1) * g.W, g.Wo);
+    w.count = (w.h1 - w.h0) * (w.w1 - w.w0);
+    return w;
+  }
+  int64_t hs = oh * g.sh - g.pad_h, ws = ow * g.sw - g.pad_w;
+  int64_t he = std::min(hs + g.kh, g.H + g.pad_h), we = std::min(ws + g.kw, g.W + g.pad_w);
+  const int64_t padded = (he - hs) * (we - ws);
+  w.h0 = std::max<int64_t>(hs, 0);
+  w.w0 = std::max<int64_t>(ws, 0);
+  w.h1 = std::min(he, g.H);
+  w.w1 = std::min(we, g.W);
+  w.count = p.count_include_pad ? padded : (w.h1 - w.h0) * (w.w1 - w.w0);
+  return w;
+}
+
+template <class F>
+void for_planes(int64_t planes, int64_t work_per_plane, F&& f) {
+#pragma omp parallel for schedule(static) if (planes * work_per_plane >= kParallelGrain)
+  for (int64_t pl = 0; pl < planes; ++pl) f(pl);
+}
+
+}  // namespace
+
+void CpuBackend::max_pool2d(const Tensor& out, const Tensor& indices, const Tensor& x,
+                            const Pool2dGeometry& p) {
+  visit_floating(x.dtype(), "max_pool2d", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const Conv2dGeometry& g = p.g;
+    const T* xp = x.data_ptr<T>();
+    T* op = out.data_ptr<T>();
+    int64_t* ip = indices.data_ptr<int64_t>();
+    const int64_t HW = g.H * g.W, L = g.Ho * g.Wo;
+    for_planes(x.size(0), L * g.kh * g.kw, [&](int64_t pl) {
+      const T* src = xp + pl * HW;
+      for (int64_t oh = 0; oh < g.Ho; ++oh)
+        for (int64_t ow = 0; ow < g.Wo; ++ow) {
+          T best = -std::numeric_limits<T>::infinity();
+          int64_t bi = -1;
+          for (int64_t ki = 0; ki < g.kh; ++ki) {
+            const int64_t ih = oh * g.sh - g.pad_h + ki * g.dh;
+            if (ih < 0 || ih >= g.H) continue;
+            for (int64_t kj = 0; kj < g.kw; ++kj) {
+              const int64_t iw = ow * g.sw - g.pad_w + kj * g.dw;
+              if (iw < 0 || iw >= g.W) continue;
+              const T v = src[ih * g.W + iw];
+              if (bi < 0 || v > best || std::isnan(v)) {
+                best = v;
+                bi = ih * g.W + iw;
+                if (std::isnan(v)) ki = g.kh;  // NaN wins, as in PyTorch
+                if (std::isnan(v)) break;
+              }
+            }
+          }
+          op[pl * L + oh * g.Wo + ow] = best;
+          ip[pl * L + oh * g.Wo + ow] = bi;
+        }
+    });
+  });
+}
+
+void CpuBackend::max_pool2d_backward(const Tensor& gx, const Tensor& gy, const Tensor& indices) {
+  visit_floating(gx.dtype(), "max_pool2d_backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    T* gxp = gx.data_ptr<T>();
+    const T* gyp = gy.data_ptr<T>();
+    const int64_t* ip = indices.data_ptr<int64_t>();
+    const int64_t HW = gx.size(1) * gx.size(2), L = gy.size(1) * gy.size(2);
+    for_planes(gx.size(0), HW + L, [&](int64_t pl) {
+      T* dst = gxp + pl * HW;
+      std::fill(dst, dst + HW, T(0));
+      for (int64_t i = 0; i < L; ++i) dst[ip[pl * L + i]] += gyp[pl * L + i];
+    });
+  });
+}
+
+void CpuBackend::avg_pool2d(const Tensor& out, const Tensor& x, const Pool2dGeometry& p) {
+  visit_floating(x.dtype(), "avg_pool2d", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const Conv2dGeometry& g = p.g;
+    const T* xp = x.data_ptr<T>();
+    T* op = out.data_ptr<T>();
+    const int64_t HW = g.H * g.W, L = g.Ho * g.Wo;
+    for_planes(x.size(0), HW + L, [&](int64_t pl) {
+      const T* src = xp + pl * HW;
+      for (int64_t oh = 0; oh < g.Ho; ++oh)
+        for (int64_t ow = 0; ow < g.Wo; ++ow) {
+          Window w = window(p, oh, ow);
+          double s = 0;
+          for (int64_t ih = w.h0; ih < w.h1; ++ih)
+            for (int64_t iw = w.w0; iw < w.w1; ++iw) s += src[ih * g.W + iw];
+          op[pl * L + oh * g.Wo + ow] = w.count > 0 ? T(s / double(w.count)) : T(0);
+        }
+    });
+  });
+}
+
+void CpuBackend::avg_pool2d_backward(const Tensor& gx, const Tensor& gy, const Pool2dGeometry& p) {
+  visit_floating(gx.dtype(), "avg_pool2d_backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const Conv2dGeometry& g = p.g;
+    T* gxp = gx.data_ptr<T>();
+    const T* gyp = gy.data_ptr<T>();
+    const int64_t HW = g.H * g.W, L = g.Ho * g.Wo;
+    for_planes(gx.size(0), HW + L, [&](int64_t pl) {
+      T* dst = gxp + pl * HW;
+      std::fill(dst, dst + HW, T(0));
+      for (int64_t oh = 0; oh < g.Ho; ++oh)
+        for (int64_t ow = 0; ow < g.Wo; ++ow) {
+          Window w = window(p, oh, ow);
+          if (w.count <= 0) continue;
+          const T v = gyp[pl * L + oh * g.Wo + ow] / T(w.count);
+          for (int64_t ih = w.h0; ih < w.h1; ++ih)
+            for (int64_t iw = w.w0; iw < w.w1; ++iw) dst[ih * g.W + iw] += v;
+        }
+    });
+  });
+}
+
+}  // namespace minigrad::cpu
