@@ -210,6 +210,19 @@ Tensor Tensor::detach() const {
   return make_view(*this, sizes(), strides(), storage_offset());
 }
 
+void Tensor::set_data(const Tensor& data) const {
+  MG_CHECK(data.defined(), "set_data: undefined data");
+  TensorImpl& me = impl();
+  const TensorImpl& src = *data.impl_ptr();
+  me.storage = src.storage;
+  me.shape = src.shape;
+  me.strides = src.strides;
+  me.offset = src.offset;
+  me.dtype = src.dtype;
+  if (me.grad) me.grad.reset();
+  me.grad_accumulator.reset();
+}
+
 Tensor& Tensor::detach_() {
   detail::release_node(std::move(impl().grad_fn));
   impl().requires_grad = false;

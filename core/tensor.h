@@ -126,6 +126,9 @@ class Tensor {
   void set_grad(const Tensor& g);
   const std::shared_ptr<Node>& grad_fn() const { return impl().grad_fn; }
   Tensor detach() const;                // shares storage, no history
+  // Makes this tensor hold `data`'s storage and geometry, keeping its identity (handles held
+  // elsewhere, e.g. a module's parameter, see the new data). Used by Module::to().
+  void set_data(const Tensor& data) const;
   Tensor& detach_();
   // Gradient of this tensor. With no argument the tensor must hold one element.
   void backward(const Tensor& gradient = Tensor(), bool retain_graph = false) const;

@@ -1,0 +1,127 @@
+// minigrad: optimizers, learning-rate schedulers and gradient clipping, as torch::optim.
+#pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../core/tensor.h"
+
+namespace minigrad::optim {
+
+using StateDict = std::vector<std::pair<std::string, Tensor>>;
+
+class Optimizer {
+ public:
+  Optimizer(std::vector<Tensor> params, double lr, const char* name);
+  virtual ~Optimizer() = default;
+  // One update from the parameters' current .grad() (parameters without one are skipped).
+  virtual void step() = 0;
+  void zero_grad();
+  double lr() const { return lr_; }
+  void set_lr(double lr);
+  const std::vector<Tensor>& params() const { return params_; }
+  // The optimizer's state as named tensors (for checkpoints), and back. Loading checks that
+  // names and shapes match this optimizer's parameters.
+  virtual StateDict state_dict() const = 0;
+  virtual void load_state_dict(const StateDict& state) = 0;
+
+ protected:
+  std::vector<Tensor> params_;
+  double lr_;
+  const char* name_;
+};
+
+struct SGDOptions {
+  double lr = 0.01;
+  double momentum = 0.0;
+  double dampening = 0.0;
+  double weight_decay = 0.0;
+  bool nesterov = false;
+};
+
+class SGD : public Optimizer {
+ public:
+  SGD(std::vector<Tensor> params, SGDOptions opts);
+  void step() override;
+  StateDict state_dict() const override;
+  void load_state_dict(const StateDict& state) override;
+  SGDOptions options;
+
+ private:
+  std::vector<Tensor> momentum_;
+};
+
+struct AdamOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;  // Adam: added to the gradient; AdamW: decoupled decay
+};
+
+class Adam : public Optimizer {
+ public:
+  Adam(std::vector<Tensor> params, AdamOptions opts);
+  void step() override;
+  StateDict state_dict() const override;
+  void load_state_dict(const StateDict& state) override;
+  AdamOptions options;
+
+ protected:
+  Adam(std::vector<Tensor> params, AdamOptions opts, bool decoupled, const char* name);
+  bool decoupled_;
+  int64_t step_ = 0;
+  std::vector<Tensor> exp_avg_, exp_avg_sq_;
+};
+
+// Adam with decoupled weight decay (Loshchilov & Hutter); weight_decay defaults to 0.01.
+struct AdamWOptions : AdamOptions {
+  AdamWOptions() { weight_decay = 1e-2; }
+};
+class AdamW : public Adam {
+ public:
+  AdamW(std::vector<Tensor> params, AdamWOptions opts);
+};
+
+class LRScheduler {
+ public:
+  explicit LRScheduler(Optimizer& opt) : opt_(opt), base_lr_(opt.lr()) {}
+  virtual ~LRScheduler() = default;
+  // Call once per epoch, after the epoch's optimizer steps.
+  void step();
+  int64_t last_epoch() const { return epoch_; }
+  void set_last_epoch(int64_t e);  // for resuming
+
+ protected:
+  virtual double lr_at(int64_t epoch) const = 0;
+  Optimizer& opt_;
+  double base_lr_;
+  int64_t epoch_ = 0;
+};
+
+// lr = base * gamma^(epoch / step_size)
+class StepLR : public LRScheduler {
+ public:
+  StepLR(Optimizer& opt, int64_t step_size, double gamma = 0.1);
+
+ protected:
+  double lr_at(int64_t epoch) const override;
+  int64_t step_size_;
+  double gamma_;
+};
+
+// lr = eta_min + (base - eta_min) * (1 + cos(pi * epoch / T_max)) / 2
+class CosineAnnealingLR : public LRScheduler {
+ public:
+  CosineAnnealingLR(Optimizer& opt, int64_t T_max, double eta_min = 0.0);
+
+ protected:
+  double lr_at(int64_t epoch) const override;
+  int64_t t_max_;
+  double eta_min_;
+};
+
+// Scales the gradients so that their joint 2-norm is at most max_norm; returns the norm before.
+double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm);
+
+}  // namespace minigrad::optim
