@@ -8,6 +8,8 @@
 #include "core/gradcheck.h"
 #include "core/tensor.h"
 #include "core/threading.h"
+#include "io/checkpoint.h"
+#include "io/dataset.h"
 #include "nn/init.h"
 #include "nn/layers.h"
 #include "nn/module.h"

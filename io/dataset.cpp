@@ -1,0 +1,301 @@
+// Dataset readers (IDX with zlib, CIFAR-10 binary), images through stb, transforms, DataLoader.
+#include "dataset.h"
+
+#include <omp.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "../core/autograd.h"
+#include "../ops/ops.h"
+
+namespace minigrad::io {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Reads a whole file, gunzipping it when it is gzip (zlib reads plain files unchanged).
+std::vector<uint8_t> read_all(const std::string& path, const char* op) {
+  MG_CHECK(fs::exists(path), op, ": file ", path, " does not exist");
+  gzFile f = gzopen(path.c_str(), "rb");
+  MG_CHECK(f, op, ": cannot open ", path);
+  std::vector<uint8_t> out;
+  uint8_t buf[1 << 16];
+  int n;
+  while ((n = gzread(f, buf, sizeof buf)) > 0) out.insert(out.end(), buf, buf + n);
+  int err = 0;
+  const char* msg = n < 0 ? gzerror(f, &err) : nullptr;
+  std::string why = msg ? msg : "";
+  gzclose(f);
+  MG_CHECK(n >= 0, op, ": ", path, " is corrupt (", why, ")");
+  return out;
+}
+
+std::vector<uint8_t> read_idx_bytes(const std::string& path, Shape& shape) {
+  std::vector<uint8_t> b = read_all(path, "read_idx");
+  MG_CHECK(b.size() >= 4 && b[0] == 0 && b[1] == 0, "read_idx: ", path, " is not an IDX file (bad magic)");
+  MG_CHECK(b[2] == 0x08, "read_idx: ", path, " holds data type 0x", std::hex, int(b[2]), "; only unsigned bytes (0x08) are supported");
+  const size_t nd = b[3];
+  MG_CHECK(nd >= 1 && b.size() >= 4 + 4 * nd, "read_idx: ", path, " is truncated in its header");
+  shape.clear();
+  size_t total = 1;
+  for (size_t i = 0; i < nd; ++i) {
+    const uint8_t* p = &b[4 + 4 * i];
+    int64_t d = (int64_t(p[0]) << 24) | (int64_t(p[1]) << 16) | (int64_t(p[2]) << 8) | int64_t(p[3]);
+    shape.push_back(d);
+    total *= size_t(d);
+  }
+  const size_t off = 4 + 4 * nd;
+  MG_CHECK(b.size() - off == total, "read_idx: ", path, " is ", b.size() - off < total ? "truncated" : "corrupt",
+           ": its header says ", shape, " (", total, " bytes of data) but it holds ", b.size() - off);
+  return std::vector<uint8_t>(b.begin() + int64_t(off), b.end());
+}
+
+Tensor bytes_to_float(const uint8_t* p, const Shape& shape, float scale) {
+  Tensor t = empty(shape);
+  float* q = t.data_ptr<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) q[i] = float(p[i]) * scale;
+  return t;
+}
+
+Tensor labels_to_int64(const uint8_t* p, int64_t n, int64_t classes, const std::string& what) {
+  Tensor t = empty({n}, kInt64);
+  int64_t* q = t.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    MG_CHECK(p[i] < classes, what, ": label ", int(p[i]), " at index ", i, " is not a class in [0, ", classes, ")");
+    q[i] = p[i];
+  }
+  return t;
+}
+
+std::string find_file(const std::string& dir, const std::string& name, const char* op) {
+  for (const std::string& cand : {dir + "/" + name, dir + "/" + name + ".gz"})
+    if (fs::exists(cand)) return cand;
+  MG_FAIL(op, ": neither ", name, " nor ", name, ".gz found in ", dir);
+}
+
+}  // namespace
+
+Tensor read_idx(const std::string& path) {
+  Shape shape;
+  std::vector<uint8_t> b = read_idx_bytes(path, shape);
+  return bytes_to_float(b.data(), shape, 1.0f);
+}
+
+void write_idx(const std::string& path, const std::vector<uint8_t>& data, const Shape& shape) {
+  MG_CHECK(int64_t(data.size()) == numel_of(shape), "write_idx: ", data.size(), " bytes for shape ", shape);
+  std::vector<uint8_t> out{0, 0, 0x08, uint8_t(shape.size())};
+  for (int64_t d : shape)
+    for (int s = 24; s >= 0; s -= 8) out.push_back(uint8_t((d >> s) & 0xff));
+  out.insert(out.end(), data.begin(), data.end());
+  const bool gz = path.size() > 3 && path.compare(path.size() - 3, 3, ".gz") == 0;
+  if (gz) {
+    gzFile f = gzopen(path.c_str(), "wb");
+    MG_CHECK(f, "write_idx: cannot create ", path);
+    bool ok = gzwrite(f, out.data(), unsigned(out.size())) == int(out.size());
+    ok = gzclose(f) == Z_OK && ok;
+    MG_CHECK(ok, "write_idx: failed writing ", path);
+  } else {
+    std::ofstream f(path, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(out.data()), std::streamsize(out.size()));
+    MG_CHECK(f.good(), "write_idx: failed writing ", path);
+  }
+}
+
+TensorDataset load_mnist(const std::string& dir, bool train) {
+  MG_CHECK(fs::is_directory(dir), "load_mnist: data directory ", dir, " does not exist");
+  const std::string pre = train ? "train" : "t10k";
+  Shape is, ls;
+  auto img = read_idx_bytes(find_file(dir, pre + "-images-idx3-ubyte", "load_mnist"), is);
+  auto lab = read_idx_bytes(find_file(dir, pre + "-labels-idx1-ubyte", "load_mnist"), ls);
+  MG_CHECK(is.size() == 3 && ls.size() == 1 && is[0] == ls[0], "load_mnist: images ", is, " and labels ", ls,
+           " in ", dir, " do not match (expected (N, H, W) and (N))");
+  return {bytes_to_float(img.data(), {is[0], 1, is[1], is[2]}, 1.0f / 255.0f),
+          labels_to_int64(lab.data(), ls[0], 10, "load_mnist")};
+}
+
+TensorDataset load_cifar10(const std::string& dir0, bool train) {
+  std::string dir = dir0;
+  if (fs::is_directory(dir + "/cifar-10-batches-bin")) dir += "/cifar-10-batches-bin";
+  MG_CHECK(fs::is_directory(dir), "load_cifar10: data directory ", dir0, " does not exist");
+  std::vector<std::string> files;
+  if (train)
+    for (int i = 1; i <= 5; ++i) files.push_back(dir + "/data_batch_" + std::to_string(i) + ".bin");
+  else
+    files.push_back(dir + "/test_batch.bin");
+  constexpr int64_t rec = 1 + 3 * 32 * 32;
+  std::vector<uint8_t> all;
+  for (const auto& f : files) {
+    auto b = read_all(f, "load_cifar10");
+    MG_CHECK(!b.empty() && b.size() % rec == 0, "load_cifar10: ", f, " is truncated or corrupt: ", b.size(),
+             " bytes is not a whole number of ", rec, "-byte records");
+    all.insert(all.end(), b.begin(), b.end());
+  }
+  const int64_t n = int64_t(all.size()) / rec;
+  std::vector<uint8_t> pix(size_t(n * (rec - 1)));
+  std::vector<uint8_t> lab(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    lab[size_t(i)] = all[size_t(i * rec)];
+    std::memcpy(&pix[size_t(i * (rec - 1))], &all[size_t(i * rec + 1)], size_t(rec - 1));
+  }
+  return {bytes_to_float(pix.data(), {n, 3, 32, 32}, 1.0f / 255.0f), labels_to_int64(lab.data(), n, 10, "load_cifar10")};
+}
+
+// ---- transforms
+
+Transform normalize(std::vector<double> mean, std::vector<double> std) {
+  MG_CHECK(mean.size() == std.size() && !mean.empty(), "normalize: ", mean.size(), " means and ", std.size(), " stds");
+  for (double s : std) MG_CHECK(s > 0, "normalize: std must be positive, got ", s);
+  return [mean, std](const Tensor& x, Generator&) {
+    const int64_t C = int64_t(mean.size());
+    MG_CHECK(x.dim() == 4 && x.size(1) == C, "normalize: batch of shape ", x.sizes(), " does not have ", C, " channels");
+    Tensor m = from_vector<double>(mean, {1, C, 1, 1}, x.dtype()), s = from_vector<double>(std, {1, C, 1, 1}, x.dtype());
+    return div(sub(x, m), s);
+  };
+}
+
+Transform random_crop(int64_t size, int64_t padding) {
+  MG_CHECK(size > 0 && padding >= 0, "random_crop: size must be positive and padding >= 0, got ", size, ", ", padding);
+  return [size, padding](const Tensor& x, Generator& gen) {
+    MG_CHECK(x.dim() == 4 && x.size(2) + 2 * padding >= size && x.size(3) + 2 * padding >= size,
+             "random_crop: cannot crop ", size, "x", size, " from ", x.sizes(), " padded by ", padding);
+    const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+    Tensor xc = x.contiguous();
+    Tensor out = zeros({B, C, size, size});
+    const float* src = xc.data_ptr<float>();
+    float* dst = out.data_ptr<float>();
+    std::uniform_int_distribution<int64_t> dh(0, H + 2 * padding - size), dw(0, W + 2 * padding - size);
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t top = dh(gen.engine()) - padding, left = dw(gen.engine()) - padding;
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = 0; i < size; ++i) {
+          const int64_t h = top + i;
+          if (h < 0 || h >= H) continue;
+          for (int64_t j = 0; j < size; ++j) {
+            const int64_t w = left + j;
+            if (w >= 0 && w < W) dst[((b * C + c) * size + i) * size + j] = src[((b * C + c) * H + h) * W + w];
+          }
+        }
+    }
+    return out;
+  };
+}
+
+Transform random_horizontal_flip(double p) {
+  MG_CHECK(p >= 0 && p <= 1, "random_horizontal_flip: p must be in [0, 1], got ", p);
+  return [p](const Tensor& x, Generator& gen) {
+    MG_CHECK(x.dim() == 4, "random_horizontal_flip: expected (B, C, H, W), got ", x.sizes());
+    Tensor out = x.contiguous().clone();
+    const int64_t B = x.size(0), rows = x.size(1) * x.size(2), W = x.size(3);
+    float* d = out.data_ptr<float>();
+    std::bernoulli_distribution flip(p);
+    for (int64_t b = 0; b < B; ++b)
+      if (flip(gen.engine()))
+        for (int64_t r = 0; r < rows; ++r) std::reverse(d + (b * rows + r) * W, d + (b * rows + r + 1) * W);
+    return out;
+  };
+}
+
+// ---- DataLoader
+
+DataLoader::DataLoader(TensorDataset ds, DataLoaderOptions opts) : ds_(std::move(ds)), opts_(std::move(opts)) {
+  MG_CHECK(opts_.batch_size > 0, "DataLoader: batch_size must be positive, got ", opts_.batch_size);
+  MG_CHECK(ds_.images.defined() && ds_.labels.defined() && ds_.images.size(0) == ds_.labels.size(0),
+           "DataLoader: images and labels must have the same number of samples");
+  MG_CHECK(ds_.images.dtype() == kFloat32 && ds_.images.device().is_cpu(),
+           "DataLoader: expected float32 images in host memory");
+  ds_.images = ds_.images.contiguous();
+  ds_.labels = ds_.labels.contiguous();
+}
+
+DataLoader::~DataLoader() { stop_worker(); }
+
+int64_t DataLoader::batches_per_epoch() const {
+  const int64_t n = ds_.size(), b = opts_.batch_size;
+  return opts_.drop_last ? n / b : (n + b - 1) / b;
+}
+
+Batch DataLoader::make_batch(int64_t b) {
+  const int64_t n = ds_.size(), start = b * opts_.batch_size, len = std::min(opts_.batch_size, n - start);
+  Shape s = ds_.images.sizes();
+  s[0] = len;
+  const int64_t per = ds_.images.numel() / std::max<int64_t>(n, 1);
+  Tensor x = empty(s), y = empty({len}, kInt64);
+  const float* src = ds_.images.data_ptr<float>();
+  const int64_t* lab = ds_.labels.data_ptr<int64_t>();
+  float* dx = x.data_ptr<float>();
+  int64_t* dy = y.data_ptr<int64_t>();
+  for (int64_t i = 0; i < len; ++i) {
+    const int64_t k = order_[size_t(start + i)];
+    std::memcpy(dx + i * per, src + k * per, size_t(per) * sizeof(float));
+    dy[i] = lab[k];
+  }
+  for (const auto& t : opts_.transforms) x = t(x, gen_);
+  return {x, y};
+}
+
+void DataLoader::worker() {
+  omp_set_num_threads(1);  // leave the cores to the training thread
+  NoGradGuard ng;
+  const int64_t total = batches_per_epoch();
+  for (int64_t b = 0; b < total; ++b) {
+    Batch batch;
+    try {
+      batch = make_batch(b);
+    } catch (...) {
+      std::lock_guard<std::mutex> lk(mu_);
+      error_ = std::current_exception();
+      cv_.notify_all();
+      return;
+    }
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait(lk, [&] { return stop_ || !ready_; });
+    if (stop_) return;
+    ready_ = std::move(batch);
+    ++produced_;
+    cv_.notify_all();
+  }
+}
+
+void DataLoader::stop_worker() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+    cv_.notify_all();
+  }
+  if (thread_.joinable()) thread_.join();
+  stop_ = false;
+  ready_.reset();
+  error_ = nullptr;
+}
+
+void DataLoader::start_epoch() {
+  stop_worker();
+  ++epoch_;
+  order_.resize(size_t(ds_.size()));
+  for (size_t i = 0; i < order_.size(); ++i) order_[i] = int64_t(i);
+  gen_.manual_seed(opts_.seed * 1000003u + uint64_t(epoch_));
+  if (opts_.shuffle) std::shuffle(order_.begin(), order_.end(), gen_.engine());
+  next_batch_ = 0;
+  produced_ = 0;
+  thread_ = std::thread([this] { worker(); });
+}
+
+std::optional<Batch> DataLoader::next() {
+  MG_CHECK(epoch_ >= 0, "DataLoader: call start_epoch() before next()");
+  if (next_batch_ >= batches_per_epoch()) return std::nullopt;
+  std::unique_lock<std::mutex> lk(mu_);
+  cv_.wait(lk, [&] { return ready_.has_value() || error_; });
+  if (error_) std::rethrow_exception(error_);
+  Batch b = std::move(*ready_);
+  ready_.reset();
+  ++next_batch_;
+  cv_.notify_all();
+  return b;
+}
+
+}  // namespace minigrad::io
