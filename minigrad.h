@@ -10,6 +10,7 @@
 #include "core/threading.h"
 #include "io/checkpoint.h"
 #include "io/dataset.h"
+#include "io/plot.h"
 #include "nn/init.h"
 #include "nn/layers.h"
 #include "nn/module.h"

@@ -305,15 +305,20 @@ SafetensorsFile load_safetensors(const std::string& path) {
   return out;
 }
 
-void save_checkpoint(const std::string& path, const nn::Module& model, const optim::Optimizer* opt, int64_t epoch) {
+void save_checkpoint(const std::string& path, const nn::Module& model, const optim::Optimizer* opt, int64_t epoch,
+                     const std::map<std::string, std::string>& extra) {
   NamedTensors all = model.named_parameters();
   for (auto& nb : model.named_buffers()) all.push_back(nb);
   if (opt)
     for (auto& [k, t] : opt->state_dict()) all.emplace_back("optimizer." + k, t);
-  save_safetensors(path, all, {{"epoch", std::to_string(epoch)}, {"format", "minigrad-checkpoint-1"}});
+  std::map<std::string, std::string> meta = extra;
+  meta["epoch"] = std::to_string(epoch);
+  meta["format"] = "minigrad-checkpoint-1";
+  save_safetensors(path, all, meta);
 }
 
-int64_t load_checkpoint(const std::string& path, nn::Module& model, optim::Optimizer* opt) {
+int64_t load_checkpoint(const std::string& path, nn::Module& model, optim::Optimizer* opt,
+                        std::map<std::string, std::string>* metadata) {
   SafetensorsFile f = load_safetensors(path);
   std::map<std::string, Tensor> byname(f.tensors.begin(), f.tensors.end());
   auto load_named = [&](const std::vector<std::pair<std::string, Tensor>>& dst) {
@@ -334,6 +339,7 @@ int64_t load_checkpoint(const std::string& path, nn::Module& model, optim::Optim
       if (n.rfind("optimizer.", 0) == 0) s.emplace_back(n.substr(10), t);
     opt->load_state_dict(s);
   }
+  if (metadata) *metadata = f.metadata;
   auto e = f.metadata.find("epoch");
   MG_CHECK(e != f.metadata.end(), "load_checkpoint: ", path, " has no epoch in its metadata");
   return std::stoll(e->second);

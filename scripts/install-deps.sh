@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs minigrad's build dependencies from Debian's packages, if any is missing.
+# Installs minigrad's build dependencies from Debian's packages, if any is missing, plus any
+# extra packages named as arguments (e.g. dataset-fashion-mnist).
 set -euo pipefail
-pkgs=(cmake g++ make libopenblas-dev libopenblas-openmp-dev doctest-dev libstb-dev zlib1g-dev)
+pkgs=(cmake g++ make libopenblas-dev libopenblas-openmp-dev doctest-dev libstb-dev zlib1g-dev "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,0 +1,30 @@
+// minigrad's main job: a small CNN on Fashion-MNIST (about 92% test accuracy in 6 epochs).
+//
+//   fashion_mnist [--epochs 6] [--batch-size 64] [--lr 0.002] [--data DIR] [--out DIR] [--resume] ...
+//
+// Progress bar, per-epoch test accuracy and time, a checkpoint and a learning-curve PNG in --out
+// each epoch, and a summary (see examples/common.h).
+#include "common.h"
+
+int main(int argc, char** argv) try {
+  using namespace examples;
+  TrainConfig c = parse_args(argc, argv, {.name = "fashion_mnist", .epochs = 6, .lr = 2e-3,
+                                          .data = "/usr/share/datasets/fashion-mnist", .out = "runs/fashion_mnist"});
+  manual_seed(c.seed);
+  io::TensorDataset train_set = io::load_mnist(c.data, true), test_set = io::load_mnist(c.data, false);
+  using namespace nn;
+  Sequential model(std::make_shared<Conv2d>(1, 32, 3, minigrad::Conv2dOptions{.padding = 1}),
+                   std::make_shared<BatchNorm2d>(32), std::make_shared<ReLU>(),
+                   std::make_shared<MaxPool2d>(MaxPool2dOptions{.kernel_size = 2}),
+                   std::make_shared<Conv2d>(32, 64, 3, minigrad::Conv2dOptions{.padding = 1}),
+                   std::make_shared<BatchNorm2d>(64), std::make_shared<ReLU>(),
+                   std::make_shared<MaxPool2d>(MaxPool2dOptions{.kernel_size = 2}), std::make_shared<Flatten>(),
+                   std::make_shared<Linear>(64 * 7 * 7, 128), std::make_shared<ReLU>(), std::make_shared<Dropout>(0.25),
+                   std::make_shared<Linear>(128, 10));
+  io::Transform norm = io::normalize({0.2860}, {0.3530});
+  train(c, model, train_set, test_set, {norm}, norm);
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "\nerror: %s\n", e.what());
+  return 1;
+}
