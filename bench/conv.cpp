@@ -1,5 +1,5 @@
 // conv2d forward+backward through minigrad, beside OpenBLAS sgemm on the same GEMM shapes, in one
-// run. Usage: bench_conv [threads]
+// run. Usage: bench_conv [threads] [--raw]  (--raw: "key ms gflops sgemm_gflops" lines for bench/run.sh)
 #include <cblas.h>
 #include <minigrad/minigrad.h>
 
@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 using namespace minigrad;
@@ -29,6 +30,7 @@ double bench(F&& f, int reps) {
   return median(t);
 }
 struct Layer {
+  const char* key;
   const char* name;
   int64_t N, C, H, W, Cout, k, pad;
 };
@@ -36,12 +38,15 @@ struct Layer {
 
 int main(int argc, char** argv) {
   if (argc > 1) set_num_threads(std::atoi(argv[1]));
-  std::printf("threads: %d, conv workspace limit: %zu MiB\n\n", get_num_threads(), conv_workspace_limit() >> 20);
-  std::printf("| layer | fwd+bwd ms | GFLOP/s | sgemm GFLOP/s (same GEMMs) | conv / sgemm time |\n|---|---|---|---|---|\n");
-  const std::vector<Layer> layers = {{"LeNet conv1 1->6 5x5 28x28 pad 2", 64, 1, 28, 28, 6, 5, 2},
-                                     {"LeNet conv2 6->16 5x5 14x14", 64, 6, 14, 14, 16, 5, 0},
-                                     {"64->64 3x3 32x32 pad 1", 64, 64, 32, 32, 64, 3, 1},
-                                     {"128->128 3x3 16x16 pad 1", 64, 128, 16, 16, 128, 3, 1}};
+  const bool raw = argc > 2 && std::string(argv[2]) == "--raw";
+  if (!raw) {
+    std::printf("threads: %d, conv workspace limit: %zu MiB\n\n", get_num_threads(), conv_workspace_limit() >> 20);
+    std::printf("| layer | fwd+bwd ms | GFLOP/s | sgemm GFLOP/s (same GEMMs) | conv / sgemm time |\n|---|---|---|---|---|\n");
+  }
+  const std::vector<Layer> layers = {{"lenet1", "LeNet conv1 1->6 5x5 28x28 pad 2", 64, 1, 28, 28, 6, 5, 2},
+                                     {"lenet2", "LeNet conv2 6->16 5x5 14x14", 64, 6, 14, 14, 16, 5, 0},
+                                     {"c64", "64->64 3x3 32x32 pad 1", 64, 64, 32, 32, 64, 3, 1},
+                                     {"c128", "128->128 3x3 16x16 pad 1", 64, 128, 16, 16, 128, 3, 1}};
   for (const Layer& l : layers) {
     manual_seed(0);
     Tensor x = randn({l.N, l.C, l.H, l.W}, requires_grad()), w = randn({l.Cout, l.C, l.k, l.k}, requires_grad()),
@@ -70,7 +75,8 @@ int main(int argc, char** argv) {
     };
     double tg = bench(gemms, reps);
     const double flop = 3.0 * 2.0 * double(l.N) * double(l.Cout) * double(L) * double(K);
-    std::printf("| %s | %.2f | %.1f | %.1f | %.2f |\n", l.name, t * 1e3, flop / t * 1e-9, flop / tg * 1e-9, t / tg);
+    if (raw) std::printf("%s %.3f %.1f %.1f\n", l.key, t * 1e3, flop / t * 1e-9, flop / tg * 1e-9);
+    else std::printf("| %s | %.2f | %.1f | %.1f | %.2f |\n", l.name, t * 1e3, flop / t * 1e-9, flop / tg * 1e-9, t / tg);
   }
   return 0;
 }
