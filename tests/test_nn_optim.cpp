@@ -239,3 +239,13 @@ TEST_CASE("a tiny CNN trained for a few steps sees its loss fall") {
   }
   CHECK(last < 0.2 * first);
 }
+
+TEST_CASE("the README's convolution snippet runs as written") {
+  Tensor x = randn({2, 1, 8, 8}), w = randn({4, 1, 3, 3}), b = zeros({4});
+  Tensor y = conv2d(x, w, b, {.stride = 2, .padding = 1});
+  CHECK(y.sizes() == Shape{2, 4, 4, 4});
+  nn::Sequential net(std::make_shared<nn::Conv2d>(1, 32, 3, Conv2dOptions{.padding = "same"}),
+                     std::make_shared<nn::BatchNorm2d>(32), std::make_shared<nn::ReLU>(),
+                     std::make_shared<nn::MaxPool2d>(MaxPool2dOptions{.kernel_size = 2}));
+  CHECK(net(x).sizes() == Shape{2, 32, 4, 4});
+}
