@@ -40,7 +40,8 @@ class Backend {
   virtual void fill(const Tensor& dst, double value) = 0;
   // out = op(x) (p is pow's exponent).
   virtual void unary(UnaryOp op, const Tensor& out, const Tensor& x, double p) = 0;
-  // gx = gy * op'(x), with y = op(x) available to the ops that prefer it.
+  // gx = gy * op'(x), with y = op(x) available to the ops that prefer it (exp, sqrt, sigmoid,
+  // tanh and relu read y; the others read x).
   virtual void unary_backward(UnaryOp op, const Tensor& gx, const Tensor& gy, const Tensor& x,
                               const Tensor& y, double p) = 0;
   // out = op(a, alpha * b); a and b are already broadcast to out's shape and of out's dtype.

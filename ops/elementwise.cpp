@@ -23,9 +23,10 @@ Tensor unary_op(const char* name, UnaryOp op, const Tensor& x, double p = 0.0) {
   Tensor y = empty(x.sizes(), x.options());
   backend_for(x.device()).unary(op, y, x, p);
   if (needs_grad(x)) {
-    // The derivative reads y for these ops, and x for the others (neg reads neither).
+    // The derivative reads y for these ops, and x for the others (neg reads neither). relu reads
+    // y (y > 0 exactly where x > 0): then its input, often a conv output, can be freed.
     bool uses_y = op == UnaryOp::Exp || op == UnaryOp::Sqrt || op == UnaryOp::Sigmoid ||
-                  op == UnaryOp::Tanh;
+                  op == UnaryOp::Tanh || op == UnaryOp::Relu;
     SavedTensor sx, sy;
     if (uses_y) sy = SavedTensor(y);
     else if (op != UnaryOp::Neg) sx = SavedTensor(x);

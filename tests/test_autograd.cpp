@@ -136,8 +136,8 @@ TEST_CASE("in-place misuse is refused with a clear error") {
 }
 
 TEST_CASE("the tape keeps only what backward reads") {
-  // relu's backward reads its input only, exp's its output only; mul by a constant that does
-  // not need grad keeps nothing of the input that needs it.
+  // exp's backward reads its output only (relu's too); mul by a constant that does not need grad
+  // keeps nothing of the input that needs it.
   Tensor x = randn({256, 256}, requires_grad());
   Tensor c = randn({256, 256});
   const int64_t before = memory_stats().current_bytes;
@@ -151,6 +151,12 @@ TEST_CASE("the tape keeps only what backward reads") {
   CHECK(q.grad_fn() == nullptr);
   sum(z).backward();
   check_close(vals(x.grad()), vals(mul(exp(x.detach()), c)), 1e-5);
+  // relu keeps its output, not its input: the input's memory goes as soon as nothing else holds it
+  Tensor h = mul(x, 2.0);  // a fresh non-leaf
+  const int64_t with_h = memory_stats().current_bytes;
+  Tensor r = relu(h);
+  h = Tensor();
+  CHECK(memory_stats().current_bytes == with_h);  // r was added, h was freed
 }
 
 TEST_CASE("gradcheck catches a wrong backward, and the engine checks returned gradients") {

@@ -94,8 +94,8 @@ void CpuBackend::unary_backward(UnaryOp op, const Tensor& gx, const Tensor& gy, 
         return map<T, T, T>(gx, [](T g, T xv) { return xv > T(0) ? g : xv < T(0) ? -g : T(0); }, gy, x);
       case UnaryOp::Pow:
         return map<T, T, T>(gx, [e](T g, T xv) { return g * e * std::pow(xv, e - T(1)); }, gy, x);
-      case UnaryOp::Relu:
-        return map<T, T, T>(gx, [](T g, T xv) { return xv > T(0) ? g : T(0); }, gy, x);
+      case UnaryOp::Relu:  // reads y: y > 0 exactly where x > 0
+        return map<T, T, T>(gx, [](T g, T yv) { return yv > T(0) ? g : T(0); }, gy, y);
       case UnaryOp::Sigmoid:
         return map<T, T, T>(gx, [](T g, T yv) { return g * yv * (T(1) - yv); }, gy, y);
       case UnaryOp::Tanh: return map<T, T, T>(gx, [](T g, T yv) { return g * (T(1) - yv * yv); }, gy, y);
