@@ -5,6 +5,7 @@
 // Progress bar, per-epoch test accuracy and time, a checkpoint and a learning-curve PNG in --out
 // each epoch, and a summary (see examples/common.h).
 #include "common.h"
+#include "models.h"
 
 int main(int argc, char** argv) try {
   using namespace examples;
@@ -12,17 +13,9 @@ int main(int argc, char** argv) try {
                                           .data = "/usr/share/datasets/fashion-mnist", .out = "runs/fashion_mnist"});
   manual_seed(c.seed);
   io::TensorDataset train_set = io::load_mnist(c.data, true), test_set = io::load_mnist(c.data, false);
-  using namespace nn;
-  Sequential model(std::make_shared<Conv2d>(1, 32, 3, minigrad::Conv2dOptions{.padding = 1}),
-                   std::make_shared<BatchNorm2d>(32), std::make_shared<ReLU>(),
-                   std::make_shared<MaxPool2d>(MaxPool2dOptions{.kernel_size = 2}),
-                   std::make_shared<Conv2d>(32, 64, 3, minigrad::Conv2dOptions{.padding = 1}),
-                   std::make_shared<BatchNorm2d>(64), std::make_shared<ReLU>(),
-                   std::make_shared<MaxPool2d>(MaxPool2dOptions{.kernel_size = 2}), std::make_shared<Flatten>(),
-                   std::make_shared<Linear>(64 * 7 * 7, 128), std::make_shared<ReLU>(), std::make_shared<Dropout>(0.25),
-                   std::make_shared<Linear>(128, 10));
+  auto model = fashion_cnn();
   io::Transform norm = io::normalize({0.2860}, {0.3530});
-  train(c, model, train_set, test_set, {norm}, norm);
+  train(c, *model, train_set, test_set, {norm}, norm);
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "\nerror: %s\n", e.what());

@@ -5,28 +5,22 @@
 
 #include <cstdio>
 
+#include "models.h"
+
 int main(int argc, char** argv) try {
   using namespace minigrad;
   if (argc != 3) {
     std::fprintf(stderr, "usage: predict CHECKPOINT IMAGE\n");
     return 2;
   }
-  using namespace nn;
-  Sequential model(std::make_shared<Conv2d>(1, 32, 3, minigrad::Conv2dOptions{.padding = 1}),
-                   std::make_shared<BatchNorm2d>(32), std::make_shared<ReLU>(),
-                   std::make_shared<MaxPool2d>(MaxPool2dOptions{.kernel_size = 2}),
-                   std::make_shared<Conv2d>(32, 64, 3, minigrad::Conv2dOptions{.padding = 1}),
-                   std::make_shared<BatchNorm2d>(64), std::make_shared<ReLU>(),
-                   std::make_shared<MaxPool2d>(MaxPool2dOptions{.kernel_size = 2}), std::make_shared<Flatten>(),
-                   std::make_shared<Linear>(64 * 7 * 7, 128), std::make_shared<ReLU>(), std::make_shared<Dropout>(0.25),
-                   std::make_shared<Linear>(128, 10));
-  const int64_t epoch = io::load_checkpoint(argv[1], model, nullptr);
-  model.eval();
+  auto model = examples::fashion_cnn();
+  const int64_t epoch = io::load_checkpoint(argv[1], *model, nullptr);
+  model->eval();
   Tensor img = io::load_image(argv[2], 1);  // grayscale, [0, 1]
   MG_CHECK(img.size(1) == 28 && img.size(2) == 28, "predict: expected a 28x28 image, got ", img.size(2), "x", img.size(1));
   NoGradGuard ng;
   Tensor x = div(sub(img.unsqueeze(0), 0.2860), 0.3530);
-  Tensor p = softmax(model(x), 1)[0];
+  Tensor p = softmax((*model)(x), 1)[0];
   static const char* names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                   "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
   const int64_t k = argmax(p).item<int64_t>();

@@ -118,6 +118,28 @@ void add_bias(const Tensor& out, const Tensor& bias) {
   backend_for(out.device()).binary(BinaryOp::Add, out, out, b, 1.0);
 }
 
+// Records a conv's one tape node, saving x (for dW) and W (for dx) only when needed. Backward is
+// the same tiled core: for conv2d, the weight and data GEMMs on x's columns; for the transposed
+// conv, the forward GEMM on the gradient's columns (dx = conv2d(gy, W)) and the weight GEMM.
+void record_conv(const char* name, const ConvPlan& p, const Tensor& x, const Tensor& w, const Tensor& bias,
+                 const Tensor& out, bool transposed) {
+  if (!needs_grad(x, w, bias)) return;
+  const bool gx = x.requires_grad(), gw = w.requires_grad(), gb = bias.defined() && bias.requires_grad();
+  SavedTensor sx = gw ? SavedTensor(x) : SavedTensor(), sw = gx ? SavedTensor(w) : SavedTensor();
+  const Shape ws = w.sizes(), xs = x.sizes();
+  const TensorOptions wo = w.options();
+  record(name, {x, w, bias}, {out}, [=](std::vector<Tensor>& gr) {
+    Tensor gy = gr[0].contiguous();
+    Tensor dx = gx ? empty(xs, gy.options()) : Tensor();
+    Tensor dw = gw ? zeros(ws, wo) : Tensor();
+    Tensor wv = gx ? sw.unpack(name).contiguous() : zeros(ws, wo);
+    Tensor xv = gw ? sx.unpack(name).contiguous() : Tensor();
+    if (transposed) conv_core(p, wv, gy, xv, dx, dw, {});
+    else conv_core(p, wv, xv, gy, {}, dw, dx);
+    return std::vector<Tensor>{dx, dw, gb ? sum(gy, {0, 2, 3}) : Tensor()};
+  });
+}
+
 void check_conv_args(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias,
                      int64_t groups) {
   MG_CHECK(x.dim() == 4, op, ": expected input of shape (N, C, H, W), got ", x.sizes());
@@ -237,21 +259,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2d
   Tensor out = empty({N, Cout, g.Ho, g.Wo}, x.options());
   conv_core(p, wd, xd, {}, out, {}, {});
   add_bias(out, bias);
-  if (needs_grad(x, w, bias)) {
-    const bool gx = x.requires_grad(), gw = w.requires_grad(), gb = bias.defined() && bias.requires_grad();
-    SavedTensor sx = gw ? SavedTensor(x) : SavedTensor(), sw = gx ? SavedTensor(w) : SavedTensor();
-    const Shape ws = w.sizes(), xs = x.sizes();
-    const TensorOptions wo = w.options();
-    record("conv2d", {x, w, bias}, {out}, [=](std::vector<Tensor>& gr) {
-      Tensor gy = gr[0].contiguous();
-      Tensor dx = gx ? empty(xs, gy.options()) : Tensor();
-      Tensor dw = gw ? zeros(ws, wo) : Tensor();
-      Tensor wv = gx ? sw.unpack("conv2d").contiguous() : Tensor();
-      Tensor xv = gw ? sx.unpack("conv2d").contiguous() : Tensor();
-      conv_core(p, gx ? wv : zeros(ws, wo), xv, gy, {}, dw, dx);
-      return std::vector<Tensor>{dx, dw, gb ? sum(gy, {0, 2, 3}) : Tensor()};
-    });
-  }
+  record_conv("conv2d", p, x, w, bias, out, /*transposed=*/false);
   return out;
 }
 
@@ -290,22 +298,7 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& bias,
   Tensor out = empty({N, Cout, Ho, Wo}, x.options());
   conv_core(p, wd, {}, xd, {}, {}, out);
   add_bias(out, bias);
-  if (needs_grad(x, w, bias)) {
-    const bool gx = x.requires_grad(), gw = w.requires_grad(), gb = bias.defined() && bias.requires_grad();
-    SavedTensor sx = gw ? SavedTensor(x) : SavedTensor(), sw = gx ? SavedTensor(w) : SavedTensor();
-    const Shape ws = w.sizes(), xs = x.sizes();
-    const TensorOptions wo = w.options();
-    record("conv_transpose2d", {x, w, bias}, {out}, [=](std::vector<Tensor>& gr) {
-      Tensor gy = gr[0].contiguous();
-      Tensor dx = gx ? empty(xs, gy.options()) : Tensor();
-      Tensor dw = gw ? zeros(ws, wo) : Tensor();
-      Tensor wv = gx ? sw.unpack("conv_transpose2d").contiguous() : zeros(ws, wo);
-      Tensor xv = gw ? sx.unpack("conv_transpose2d").contiguous() : Tensor();
-      // dx = conv2d(gy, w): the forward GEMM on gy's columns; dw: the weight GEMM, same columns.
-      conv_core(p, wv, gy, xv, dx, dw, {});
-      return std::vector<Tensor>{dx, dw, gb ? sum(gy, {0, 2, 3}) : Tensor()};
-    });
-  }
+  record_conv("conv_transpose2d", p, x, w, bias, out, /*transposed=*/true);
   return out;
 }
 
