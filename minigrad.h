@@ -4,6 +4,7 @@
 #include "core/device.h"
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/function.h"
 #include "core/generator.h"
 #include "core/gradcheck.h"
 #include "core/tensor.h"
