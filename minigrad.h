@@ -18,5 +18,6 @@
 #include "ops/conv.h"
 #include "ops/norm.h"
 #include "ops/ops.h"
+#include "ops/open_conv.h"
 #include "ops/pool.h"
 #include "optim/optimizer.h"

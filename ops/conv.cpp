@@ -220,23 +220,24 @@ Tensor fold(const Tensor& cols, Pair2 size, const UnfoldOptions& o) {
 
 // ---- conv2d
 
-Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dOptions& o) {
-  check_conv_args("conv2d", x, w, bias, o.groups);
-  const int64_t N = x.size(0), C = x.size(1), Cout = w.size(0), G = o.groups;
-  MG_CHECK(C % G == 0 && Cout % G == 0, "conv2d: groups=", G, " must divide both the ", C,
+Conv2dGeometry detail::conv2d_geometry(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias,
+                                       const Conv2dOptions& o) {
+  check_conv_args(op, x, w, bias, o.groups);
+  const int64_t C = x.size(1), Cout = w.size(0), G = o.groups;
+  MG_CHECK(C % G == 0 && Cout % G == 0, op, ": groups=", G, " must divide both the ", C,
            " input channels and the ", Cout, " output channels");
-  MG_CHECK(C == w.size(1) * G, "conv2d: input of shape ", x.sizes(), " has ", C,
+  MG_CHECK(C == w.size(1) * G, op, ": input of shape ", x.sizes(), " has ", C,
            " channels, but weight of shape ", w.sizes(), " expects ", w.size(1) * G, " (groups=", G, ")");
   if (bias.defined())
-    MG_CHECK(bias.dim() == 1 && bias.size(0) == Cout, "conv2d: bias of shape ", bias.sizes(),
+    MG_CHECK(bias.dim() == 1 && bias.size(0) == Cout, op, ": bias of shape ", bias.sizes(),
              " does not match the ", Cout, " output channels");
-  check_pair("conv2d", "stride", o.stride, 1);
-  check_pair("conv2d", "dilation", o.dilation, 1);
+  check_pair(op, "stride", o.stride, 1);
+  check_pair(op, "dilation", o.dilation, 1);
   const int64_t kh = w.size(2), kw = w.size(3);
   int64_t pth = o.padding.h, ptw = o.padding.w;  // top/left
   int64_t pad_total_h = 2 * pth, pad_total_w = 2 * ptw;
   if (o.padding.mode == Padding2::Mode::Same) {
-    MG_CHECK(o.stride.h == 1 && o.stride.w == 1, "conv2d: padding=\"same\" needs stride 1, got (",
+    MG_CHECK(o.stride.h == 1 && o.stride.w == 1, op, ": padding=\"same\" needs stride 1, got (",
              o.stride.h, ", ", o.stride.w, ")");
     pad_total_h = o.dilation.h * (kh - 1);
     pad_total_w = o.dilation.w * (kw - 1);
@@ -245,14 +246,19 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2d
   } else if (o.padding.mode == Padding2::Mode::Valid) {
     pth = ptw = pad_total_h = pad_total_w = 0;
   }
-  MG_CHECK(pth >= 0 && ptw >= 0, "conv2d: padding must be >= 0, got (", o.padding.h, ", ", o.padding.w, ")");
+  MG_CHECK(pth >= 0 && ptw >= 0, op, ": padding must be >= 0, got (", o.padding.h, ", ", o.padding.w, ")");
   const int64_t H = x.size(2), W = x.size(3);
   const int64_t eh = o.dilation.h * (kh - 1) + 1, ew = o.dilation.w * (kw - 1) + 1;
-  MG_CHECK(H + pad_total_h >= eh && W + pad_total_w >= ew, "conv2d: kernel ", kh, "x", kw, " (dilation ",
+  MG_CHECK(H + pad_total_h >= eh && W + pad_total_w >= ew, op, ": kernel ", kh, "x", kw, " (dilation ",
            o.dilation.h, "x", o.dilation.w, ") is larger than the padded input ", H + pad_total_h, "x",
            W + pad_total_w, " (input ", x.sizes(), ")");
-  Conv2dGeometry g{C, H, W, kh, kw, o.stride.h, o.stride.w, pth, ptw, o.dilation.h, o.dilation.w,
+  return Conv2dGeometry{C, H, W, kh, kw, o.stride.h, o.stride.w, pth, ptw, o.dilation.h, o.dilation.w,
                    (H + pad_total_h - eh) / o.stride.h + 1, (W + pad_total_w - ew) / o.stride.w + 1};
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dOptions& o) {
+  const Conv2dGeometry g = detail::conv2d_geometry("conv2d", x, w, bias, o);
+  const int64_t N = x.size(0), Cout = w.size(0), G = o.groups;
   ConvPlan p = make_plan(N, G, Cout / G, g);
 
   Tensor xd = x.detach().contiguous(), wd = w.detach().contiguous();

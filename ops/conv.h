@@ -5,6 +5,7 @@
 #include <string>
 
 #include "../core/tensor.h"
+#include "backend.h"
 
 namespace minigrad {
 
@@ -24,6 +25,7 @@ struct Padding2 {
   Padding2() = default;
   Padding2(int64_t v) : h(v), w(v) {}  // NOLINT
   Padding2(int64_t a, int64_t b) : h(a), w(b) {}
+  Padding2(Pair2 p) : h(p.h), w(p.w) {}  // NOLINT
   template <size_t N>
   Padding2(const char (&s)[N]) : Padding2(std::string(s)) {}  // NOLINT: "same" or "valid"
   Padding2(const std::string& s);                              // NOLINT
@@ -65,6 +67,13 @@ struct ConvTranspose2dOptions {
 // x (N, Cin, H, W), weight (Cin, Cout/groups, kh, kw): conv2d's data gradient as an op.
 Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bias = {},
                         const ConvTranspose2dOptions& opts = {});
+
+namespace detail {
+// Checks a conv's arguments (shapes, channels, groups, stride, dilation, padding, kernel size)
+// naming `op` in errors, and returns its geometry. Shared by conv2d and the open convolution.
+Conv2dGeometry conv2d_geometry(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias,
+                               const Conv2dOptions& o);
+}  // namespace detail
 
 // Bytes of im2col workspace a conv may use at once (default 8 MiB). A tile holds as many images as
 // fit, at least one; 1x1 stride-1 unpadded convs use none.
