@@ -192,3 +192,13 @@ TEST_CASE("open_conv2d: the fused path never holds more than one image's columns
   CHECK(peak <= io + 2 * cols + 64 * 1024);
   CHECK(peak < 8LL * 16 * 144 * 256 * 4 / 8);
 }
+
+TEST_CASE("the README's open-convolution snippet runs as written") {
+  Tensor x = randn({2, 3, 6, 6}, requires_grad()), w = randn({4, 3, 3, 3}, requires_grad()), b = zeros({4});
+  Tensor y = open_conv2d(x, w, b, Huber{}, {.padding = 1});
+  Tensor yd = open_conv2d(x, w, {}, combine::Add{}, {.padding = 1, .reduce = Reduce::Max});
+  CHECK(y.sizes() == Shape{2, 4, 6, 6});
+  CHECK(yd.sizes() == Shape{2, 4, 6, 6});
+  sum(add(y, yd)).backward();
+  CHECK(w.grad().defined());
+}
