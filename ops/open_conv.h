@@ -141,16 +141,32 @@ inline void derivatives(const C& c, T x, T w, T& dx, T& dw) {
   }
 }
 
-template <class T>
-inline T identity(Reduce r) {
-  return r == Reduce::Sum ? T(0) : r == Reduce::Max ? -std::numeric_limits<T>::infinity()
-                                                      : std::numeric_limits<T>::infinity();
-}
-
 struct Plan {
   Conv2dGeometry g;
   int64_t N, G, Og, K, L, Cout;
 };
+
+// Max / Min over k of combine(cols[k, q], w[k]) for every position q of one output channel, into
+// best (L). With Track, also the winning k into win (L). Forward and backward share this, so the
+// gradient goes exactly to the k the forward chose (first winner on ties; NaN never wins).
+template <bool Track, class T, class C>
+void extreme_over_k(const C& comb, bool is_max, const T* cg, const T* wr, int64_t K, int64_t L, T* best,
+                    int32_t* win) {
+  const T id = is_max ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
+  for (int64_t q = 0; q < L; ++q) best[q] = id;
+  if constexpr (Track)
+    for (int64_t q = 0; q < L; ++q) win[q] = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    const T wk = wr[k];
+    const T* cr = cg + k * L;
+    for (int64_t q = 0; q < L; ++q) {
+      const T v = comb(cr[q], wk);
+      const bool take = is_max ? v > best[q] : v < best[q];
+      best[q] = take ? v : best[q];
+      if constexpr (Track) win[q] = take ? int32_t(k) : win[q];
+    }
+  }
+}
 
 // Forward for one image: cols (G*K, L), w (Cout, K), out (Cout, L).
 template <class T, class C>
@@ -161,17 +177,15 @@ void forward_image(const C& comb, Reduce red, const T* cols, const T* w, T* out,
     const T* cg = cols + (o / p.Og) * K * L;
     const T* wr = w + o * K;
     T* acc = out + o * L;
-    const T id = identity<T>(red);
-    for (int64_t q = 0; q < L; ++q) acc[q] = id;
+    if (red != Reduce::Sum) {
+      extreme_over_k<false>(comb, red == Reduce::Max, cg, wr, K, L, acc, nullptr);
+      continue;
+    }
+    for (int64_t q = 0; q < L; ++q) acc[q] = T(0);
     for (int64_t k = 0; k < K; ++k) {
       const T wk = wr[k];
       const T* cr = cg + k * L;
-      if (red == Reduce::Sum)
-        for (int64_t q = 0; q < L; ++q) acc[q] += comb(cr[q], wk);
-      else if (red == Reduce::Max)
-        for (int64_t q = 0; q < L; ++q) acc[q] = cf::max(acc[q], T(comb(cr[q], wk)));
-      else
-        for (int64_t q = 0; q < L; ++q) acc[q] = cf::min(acc[q], T(comb(cr[q], wk)));
+      for (int64_t q = 0; q < L; ++q) acc[q] += comb(cr[q], wk);
     }
   }
 }
@@ -224,24 +238,14 @@ void backward_image(const C& comb, Reduce red, const T* cols, const T* w, const 
     }
     return;
   }
-  // Max / Min: recompute which k won each (o, q), then route the gradient there.
-  const bool is_max = red == Reduce::Max;
+  // Max / Min: recompute which k won each (o, q), exactly as the forward did, then route the
+  // gradient there.
 #pragma omp parallel for schedule(static) if (par)
   for (int64_t o = 0; o < p.Cout; ++o) {
     const T* cg = cols + (o / p.Og) * K * L;
     int32_t* wi = win + o * L;
-    std::vector<T> best(size_t(L), identity<T>(red));
-    for (int64_t q = 0; q < L; ++q) wi[q] = 0;
-    for (int64_t k = 0; k < K; ++k) {
-      const T wk = w[o * K + k];
-      const T* cr = cg + k * L;
-      for (int64_t q = 0; q < L; ++q) {
-        const T v = comb(cr[q], wk);
-        const bool take = is_max ? v > best[size_t(q)] : v < best[size_t(q)];
-        best[size_t(q)] = take ? v : best[size_t(q)];
-        wi[q] = take ? int32_t(k) : wi[q];
-      }
-    }
+    std::vector<T> best(static_cast<size_t>(L));
+    extreme_over_k<true>(comb, red == Reduce::Max, cg, w + o * K, K, L, best.data(), wi);
     if (dw) {
       const T* g = gy + o * L;
       for (int64_t q = 0; q < L; ++q) {

@@ -31,11 +31,11 @@ Tensor reference(const Tensor& x, const Tensor& w, const Cfg& c, const TensorCom
     Tensor v = comb(cg, wg);                                                 // (N, Og, K, L)
     parts.push_back(red == Reduce::Sum ? sum(v, {2}) : std::get<0>(red == Reduce::Max ? max(v, 2) : min(v, 2)));
   }
-  // concatenate the groups along dim 1 (a sum of zero-padded parts keeps it differentiable)
+  // Concatenate the groups along dim 1, differentiably: each part goes to channels
+  // [g*Og, (g+1)*Og) through a matmul with a 0/1 placement matrix, and the placed parts are summed.
   Tensor out;
   for (int64_t g = 0; g < G; ++g) {
     Tensor part = parts[size_t(g)];
-    // place part into channels [g*Og, (g+1)*Og) via a matmul with a 0/1 selection matrix
     Tensor place = zeros({c.Cout, Og}, x.options());
     {
       NoGradGuard ng;

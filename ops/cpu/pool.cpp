@@ -139,18 +139,18 @@ void CpuBackend::max_pool2d(const Tensor& out, const Tensor& indices, const Tens
         for (int64_t ow = 0; ow < g.Wo; ++ow) {
           T best = -std::numeric_limits<T>::infinity();
           int64_t bi = -1;
-          for (int64_t ki = 0; ki < g.kh; ++ki) {
+          bool nan = false;  // the first NaN wins, as in PyTorch
+          for (int64_t ki = 0; ki < g.kh && !nan; ++ki) {
             const int64_t ih = oh * g.sh - g.pad_h + ki * g.dh;
             if (ih < 0 || ih >= g.H) continue;
-            for (int64_t kj = 0; kj < g.kw; ++kj) {
+            for (int64_t kj = 0; kj < g.kw && !nan; ++kj) {
               const int64_t iw = ow * g.sw - g.pad_w + kj * g.dw;
               if (iw < 0 || iw >= g.W) continue;
               const T v = src[ih * g.W + iw];
-              if (bi < 0 || v > best || std::isnan(v)) {
+              nan = std::isnan(v);
+              if (bi < 0 || v > best || nan) {
                 best = v;
                 bi = ih * g.W + iw;
-                if (std::isnan(v)) ki = g.kh;  // NaN wins, as in PyTorch
-                if (std::isnan(v)) break;
               }
             }
           }
