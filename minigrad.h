@@ -14,6 +14,7 @@
 #include "io/plot.h"
 #include "nn/init.h"
 #include "nn/layers.h"
+#include "nn/open_layers.h"
 #include "nn/module.h"
 #include "ops/conv.h"
 #include "ops/norm.h"

@@ -34,6 +34,19 @@ class NoGradGuard {
   bool prev_;
 };
 
+// RAII: grad mode on or off while alive, restored after (LibTorch's AutoGradMode). Backward
+// closures that recompute a differentiable part of their forward use AutoGradMode(true).
+class AutoGradMode {
+ public:
+  explicit AutoGradMode(bool on) : prev_(GradMode::is_enabled()) { GradMode::set_enabled(on); }
+  ~AutoGradMode() { GradMode::set_enabled(prev_); }
+  AutoGradMode(const AutoGradMode&) = delete;
+  AutoGradMode& operator=(const AutoGradMode&) = delete;
+
+ private:
+  bool prev_;
+};
+
 struct TensorMeta {
   Shape shape;
   DType dtype = kFloat32;

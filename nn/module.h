@@ -44,7 +44,7 @@ class Module : public std::enable_shared_from_this<Module> {
   virtual void pretty_print(std::ostream& os) const;
   friend std::ostream& operator<<(std::ostream& os, const Module& m);
 
- protected:
+  // Public, as in LibTorch: code that builds a module (helpers, tests) may register on it.
   Tensor register_parameter(const std::string& name, Tensor t, bool requires_grad = true);
   Tensor register_buffer(const std::string& name, Tensor t);
   template <class M>

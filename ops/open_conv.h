@@ -9,12 +9,15 @@
 // dx(x, w) / dw(x, w), which also override the dual-number ones (e.g. AdderNet's clipped dX).
 // Write the formula with minigrad::cf functions (cf::abs, cf::exp, ...) so it works on both.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <concepts>
 #include <functional>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <typeinfo>
+#include <vector>
 
 #include "../core/autograd.h"
 #include "../core/function.h"
@@ -79,15 +82,30 @@ template <class T> MG_HOST_DEVICE T min(T a, T b) { return b < a ? b : a; }
 }  // namespace cf
 
 // Built-in combines.
+//
+// A combine may also declare itself separable: combine(x, w) = sum_i f(i, x) * g(i, w) for
+// i < separable_terms. With Reduce::Sum and no patch hook it then runs as a few GEMM
+// convolutions instead of the fused kernel (see docs/open-conv.md). f and g must be templates:
+// their derivatives come from dual numbers.
 namespace combine {
 struct Mul {  // the ordinary convolution: runs on the GEMM conv
   template <class T> MG_HOST_DEVICE T operator()(T x, T w) const { return x * w; }
 };
-struct L1 {  // AdderNet: -|x - w|
+struct L1 {  // -|x - w|, the exact gradient (sign)
   template <class T> MG_HOST_DEVICE T operator()(T x, T w) const { return -cf::abs(x - w); }
 };
-struct L2 {  // RBF / negative squared distance: -(x - w)^2
+// AdderNet (Chen et al. 2020): forward -|x - w|; backward uses the full-precision gradient
+// dW = x - w and the HardTanh-clipped dX = clamp(w - x, -1, 1) instead of the signs.
+struct Adder {
+  template <class T> MG_HOST_DEVICE T operator()(T x, T w) const { return -cf::abs(x - w); }
+  template <class T> MG_HOST_DEVICE T dx(T x, T w) const { return cf::min(cf::max(w - x, T(-1)), T(1)); }
+  template <class T> MG_HOST_DEVICE T dw(T x, T w) const { return x - w; }
+};
+struct L2 {  // RBF / negative squared distance: -(x - w)^2 = (-x^2)(1) + (2x)(w) + (-1)(w^2)
   template <class T> MG_HOST_DEVICE T operator()(T x, T w) const { return -cf::sq(x - w); }
+  static constexpr int separable_terms = 3;
+  template <class T> MG_HOST_DEVICE T f(int i, T x) const { return i == 0 ? -x * x : i == 1 ? T(2) * x : T(-1); }
+  template <class T> MG_HOST_DEVICE T g(int i, T w) const { return i == 0 ? T(1) : i == 1 ? w : w * w; }
 };
 struct Add {  // morphological dilation with Reduce::Max (x + w), erosion with Reduce::Min (x - w via Sub)
   template <class T> MG_HOST_DEVICE T operator()(T x, T w) const { return x + w; }
@@ -97,18 +115,34 @@ struct Sub {
 };
 }  // namespace combine
 
+// The built-in reductions over a patch. A user reduction is a functor with a template
+// operator()(a, b) that is associative, and its identity as `static constexpr double identity`
+// (the value e with op(e, a) == a), e.g. log-sum-exp with identity -infinity. Its gradient comes
+// from dual numbers, so operator() must be a template over the scalar type.
 enum class Reduce { Sum, Max, Min };
+namespace reduce {
+struct Sum {};
+struct Max {};
+struct Min {};
+}  // namespace reduce
+
+using TensorFn = std::function<Tensor(const Tensor&)>;
 
 struct OpenConv2dOptions {
   Pair2 stride = 1;
   Padding2 padding = 0;
   Pair2 dilation = 1;
   int64_t groups = 1;
-  Reduce reduce = Reduce::Sum;
-  // Differentiable tensor functions on the weight (before the conv) and on the reduced result
-  // (before the bias). Defaults: identity.
-  std::function<Tensor(const Tensor&)> weight;
-  std::function<Tensor(const Tensor&)> output;
+  Reduce reduce = Reduce::Sum;  // the built-in reductions; a user functor is an argument instead
+  // Differentiable tensor functions. Default: identity.
+  //   patch:  on each tile of columns, shaped (1, Cin*kh*kw, L) as unfold() of one image gives;
+  //           it must keep that shape and treat images independently. Run one tile at a time in
+  //           forward and recomputed one tile at a time in backward.
+  //   weight: on W before the conv.
+  //   output: on the reduced result, before the bias.
+  TensorFn patch;
+  TensorFn weight;
+  TensorFn output;
 };
 
 namespace open_conv_detail {
@@ -125,6 +159,32 @@ concept DualDifferentiable = requires(const C c, Dual2<T> a) {
 template <class C>
 constexpr bool differentiable = (HasOwnDerivatives<C, float> || DualDifferentiable<C, float>) &&
                                 (HasOwnDerivatives<C, double> || DualDifferentiable<C, double>);
+
+template <class R>
+constexpr bool builtin_reduce =
+    std::is_same_v<R, reduce::Sum> || std::is_same_v<R, reduce::Max> || std::is_same_v<R, reduce::Min>;
+template <class R>
+concept HasIdentity = requires {
+  { R::identity } -> std::convertible_to<double>;
+};
+template <class R>
+constexpr bool reduce_differentiable = DualDifferentiable<R, float> && DualDifferentiable<R, double>;
+template <class T, class R>
+T identity_of() {
+  if constexpr (HasIdentity<R>) return T(R::identity);
+  else return T(0);  // unreachable: open_conv2d refuses a reduce functor without an identity
+}
+
+template <class C, class T>
+concept SeparableFor = requires(const C c, T x, Dual2<T> d) {
+  { C::separable_terms } -> std::convertible_to<int>;
+  { c.f(0, x) } -> std::convertible_to<T>;
+  { c.g(0, x) } -> std::convertible_to<T>;
+  { c.f(0, d) } -> std::same_as<Dual2<T>>;
+  { c.g(0, d) } -> std::same_as<Dual2<T>>;
+};
+template <class C>
+concept Separable = SeparableFor<C, float> && SeparableFor<C, double>;
 
 // d combine / dx and d combine / dw at (x, w): the functor's own, else from dual numbers.
 template <class T, class C>
@@ -169,35 +229,99 @@ void extreme_over_k(const C& comb, bool is_max, const T* cg, const T* wr, int64_
 }
 
 // Forward for one image: cols (G*K, L), w (Cout, K), out (Cout, L).
-template <class T, class C>
-void forward_image(const C& comb, Reduce red, const T* cols, const T* w, T* out, const Plan& p) {
+template <class T, class C, class R>
+void forward_image(const C& comb, [[maybe_unused]] const R& red, const T* cols, const T* w, T* out, const Plan& p) {
   const int64_t K = p.K, L = p.L;
 #pragma omp parallel for schedule(static) if (p.Cout * K * L >= kParallelGrain)
   for (int64_t o = 0; o < p.Cout; ++o) {
     const T* cg = cols + (o / p.Og) * K * L;
     const T* wr = w + o * K;
     T* acc = out + o * L;
-    if (red != Reduce::Sum) {
-      extreme_over_k<false>(comb, red == Reduce::Max, cg, wr, K, L, acc, nullptr);
-      continue;
+    if constexpr (std::is_same_v<R, reduce::Max> || std::is_same_v<R, reduce::Min>) {
+      extreme_over_k<false>(comb, std::is_same_v<R, reduce::Max>, cg, wr, K, L, acc, nullptr);
+    } else {
+      const T id = std::is_same_v<R, reduce::Sum> ? T(0) : identity_of<T, R>();
+      for (int64_t q = 0; q < L; ++q) acc[q] = id;
+      for (int64_t k = 0; k < K; ++k) {
+        const T wk = wr[k];
+        const T* cr = cg + k * L;
+        if constexpr (std::is_same_v<R, reduce::Sum>) {
+          for (int64_t q = 0; q < L; ++q) acc[q] += comb(cr[q], wk);
+        } else {
+          for (int64_t q = 0; q < L; ++q) acc[q] = red(acc[q], comb(cr[q], wk));
+        }
+      }
     }
-    for (int64_t q = 0; q < L; ++q) acc[q] = T(0);
-    for (int64_t k = 0; k < K; ++k) {
-      const T wk = wr[k];
-      const T* cr = cg + k * L;
-      for (int64_t q = 0; q < L; ++q) acc[q] += comb(cr[q], wk);
+  }
+}
+
+// Backward of a user reduction for one image. The gradient of r = v_0 (+) ... (+) v_{K-1} with
+// respect to v_k is d/dt [ (prefix_{k-1} (+) t) (+) suffix_{k+1} ] at t = v_k, which needs only
+// associativity: prefixes are stored for a chunk of positions, suffixes run backwards. Threads
+// own chunks of positions, so dcols needs no atomics; each keeps its own dw and adds it at the end.
+template <class T, class C, class R>
+void generic_backward_image(const C& comb, const R& red, const T* cols, const T* w, const T* gy, T* dw, T* dcols,
+                            const Plan& p) {
+  const int64_t K = p.K, L = p.L, rows = p.G * K;
+  constexpr int64_t kChunk = 64;
+  const int64_t chunks = (L + kChunk - 1) / kChunk;
+  const T id = identity_of<T, R>();
+  if (dcols)
+    for (int64_t i = 0; i < rows * L; ++i) dcols[i] = T(0);
+#pragma omp parallel if (p.Cout * K * L >= kParallelGrain)
+  {
+    std::vector<T> dw_local(dw ? size_t(p.Cout * K) : 0, T(0));
+    std::vector<T> prefix(size_t(K * kChunk)), acc(kChunk), suffix(kChunk);
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t q0 = c * kChunk, n = std::min(kChunk, L - q0);
+      for (int64_t o = 0; o < p.Cout; ++o) {
+        const int64_t grp = o / p.Og;
+        const T* cg = cols + grp * K * L + q0;
+        const T* wr = w + o * K;
+        const T* g = gy + o * L + q0;
+        for (int64_t q = 0; q < n; ++q) acc[q] = id;
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t q = 0; q < n; ++q) {
+            prefix[k * kChunk + q] = acc[q];
+            acc[q] = red(acc[q], comb(cg[k * L + q], wr[k]));
+          }
+        for (int64_t q = 0; q < n; ++q) suffix[q] = id;
+        for (int64_t k = K - 1; k >= 0; --k) {
+          const T wk = wr[k];
+          T sdw = 0;
+          for (int64_t q = 0; q < n; ++q) {
+            const T xv = cg[k * L + q], v = comb(xv, wk);
+            const Dual2<T> r = red(red(Dual2<T>{prefix[k * kChunk + q], T(0), T(0)}, Dual2<T>{v, T(1), T(0)}),
+                                   Dual2<T>{suffix[q], T(0), T(0)});
+            const T gq = g[q] * r.dx;
+            T ddx, ddw;
+            derivatives(comb, xv, wk, ddx, ddw);
+            if (dcols) dcols[(grp * K + k) * L + q0 + q] += gq * ddx;
+            sdw += gq * ddw;
+            suffix[q] = red(v, suffix[q]);
+          }
+          if (dw) dw_local[size_t(o * K + k)] += sdw;
+        }
+      }
+    }
+    if (dw) {
+#pragma omp critical(minigrad_open_conv_dw)
+      for (int64_t i = 0; i < p.Cout * K; ++i) dw[i] += dw_local[size_t(i)];
     }
   }
 }
 
 // Backward for one image. gy (Cout, L); dw (Cout, K) accumulated; dcols (G*K, L) written when
 // not null; win (Cout, L) scratch for Max/Min, where the gradient goes to the winning k.
-template <class T, class C>
-void backward_image(const C& comb, Reduce red, const T* cols, const T* w, const T* gy, T* dw, T* dcols,
+template <class T, class C, class R>
+void backward_image(const C& comb, [[maybe_unused]] const R& red, const T* cols, const T* w, const T* gy, T* dw, T* dcols,
                     int32_t* win, const Plan& p) {
   const int64_t K = p.K, L = p.L, rows = p.G * K;
   const bool par = p.Cout * K * L >= kParallelGrain;
-  if (red == Reduce::Sum) {
+  if constexpr (!builtin_reduce<R>) {
+    generic_backward_image<T>(comb, red, cols, w, gy, dw, dcols, p);
+  } else if constexpr (std::is_same_v<R, reduce::Sum>) {
     if (dw) {
 #pragma omp parallel for schedule(static) if (par)
       for (int64_t o = 0; o < p.Cout; ++o) {
@@ -236,48 +360,153 @@ void backward_image(const C& comb, Reduce red, const T* cols, const T* w, const 
         }
       }
     }
-    return;
-  }
-  // Max / Min: recompute which k won each (o, q), exactly as the forward did, then route the
-  // gradient there.
+  } else {
+    // Max / Min: recompute which k won each (o, q), exactly as the forward did, then route the
+    // gradient there.
 #pragma omp parallel for schedule(static) if (par)
-  for (int64_t o = 0; o < p.Cout; ++o) {
-    const T* cg = cols + (o / p.Og) * K * L;
-    int32_t* wi = win + o * L;
-    std::vector<T> best(static_cast<size_t>(L));
-    extreme_over_k<true>(comb, red == Reduce::Max, cg, w + o * K, K, L, best.data(), wi);
-    if (dw) {
-      const T* g = gy + o * L;
-      for (int64_t q = 0; q < L; ++q) {
-        const int64_t k = wi[q];
-        T ddx, ddw;
-        derivatives(comb, cg[k * L + q], w[o * K + k], ddx, ddw);
-        dw[o * K + k] += g[q] * ddw;
+    for (int64_t o = 0; o < p.Cout; ++o) {
+      const T* cg = cols + (o / p.Og) * K * L;
+      int32_t* wi = win + o * L;
+      std::vector<T> best(static_cast<size_t>(L));
+      extreme_over_k<true>(comb, std::is_same_v<R, reduce::Max>, cg, w + o * K, K, L, best.data(), wi);
+      if (dw) {
+        const T* g = gy + o * L;
+        for (int64_t q = 0; q < L; ++q) {
+          const int64_t k = wi[q];
+          T ddx, ddw;
+          derivatives(comb, cg[k * L + q], w[o * K + k], ddx, ddw);
+          dw[o * K + k] += g[q] * ddw;
+        }
       }
     }
-  }
-  if (dcols) {
-    for (int64_t i = 0; i < rows * L; ++i) dcols[i] = T(0);
+    if (dcols) {
+      for (int64_t i = 0; i < rows * L; ++i) dcols[i] = T(0);
 #pragma omp parallel for schedule(static) if (par)
-    for (int64_t q = 0; q < L; ++q)  // positions are independent
-      for (int64_t o = 0; o < p.Cout; ++o) {
-        const int64_t k = win[o * L + q], r = (o / p.Og) * K + k;
-        T ddx, ddw;
-        derivatives(comb, cols[r * L + q], w[o * K + k], ddx, ddw);
-        dcols[r * L + q] += gy[o * L + q] * ddx;
-      }
+      for (int64_t q = 0; q < L; ++q)  // positions are independent
+        for (int64_t o = 0; o < p.Cout; ++o) {
+          const int64_t k = win[o * L + q], r = (o / p.Og) * K + k;
+          T ddx, ddw;
+          derivatives(comb, cols[r * L + q], w[o * K + k], ddx, ddw);
+          dcols[r * L + q] += gy[o * L + q] * ddx;
+        }
+    }
   }
 }
 
+// Non-template helpers (open_conv.cpp).
 void check_cpu(const Tensor& x);
+// Runs the patch hook on one tile of columns (rows, L), shown to it as (1, rows, L); checks that
+// it kept the shape, dtype and device. Returns the hook's result (1, rows, L).
+Tensor run_patch_hook(const TensorFn& patch, const Tensor& cols);
+// Multiply + sum on one tile, by GEMM per group: out (Cout, L) = W_g (Og, K) . P_g (K, L).
+void gemm_forward_tile(const Tensor& P, const Tensor& w, const Tensor& out, const Plan& p);
+// Its backward: dW_g += gy_g . P_gᵀ (when dw is defined), dP_g = W_gᵀ . gy_g (when dP is).
+void gemm_backward_tile(const Tensor& P, const Tensor& w, const Tensor& gy, const Tensor& dw, const Tensor& dP,
+                        const Plan& p);
+// True when every group's Og rows of w (Cout, ...) are equal.
+bool rows_identical(const Tensor& w, int64_t groups);
+// Samples the separable form against operator() and throws, naming the functor, if they differ.
+void check_separable_sample(const std::string& name, double x, double w, double combined, double separated);
 
-}  // namespace open_conv_detail
+struct MapInfo {
+  bool zero = false;        // every value and every derivative was zero
+  bool constant = false;    // every derivative was zero
+};
 
-// x (N, Cin, H, W), weight (Cout, Cin/groups, kh, kw), bias (Cout) or undefined.
-template <class Combine>
-Tensor open_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Combine comb,
-                   const OpenConv2dOptions& o = {}) {
-  namespace d = open_conv_detail;
+// y = fn(x) - (center ? fn(0) : 0) elementwise, its derivative from dual numbers. No node is
+// recorded when every derivative is zero (the result is then a constant).
+template <class F>
+Tensor map_dual(const Tensor& x, const F& fn, bool center, MapInfo& info) {
+  Tensor xc = x.detach().contiguous();
+  Tensor y = empty(xc.sizes(), xc.options());
+  bool nonzero = false, varying = false;
+  visit_floating(x.dtype(), "open_conv2d", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* a = xc.data_ptr<T>();
+    T* b = y.data_ptr<T>();
+    const T c0 = center ? T(fn(T(0))) : T(0);
+    const int64_t n = xc.numel();
+    bool nz = false, vr = false;
+#pragma omp parallel for reduction(|| : nz, vr) if (n >= kParallelGrain)
+    for (int64_t i = 0; i < n; ++i) {
+      const Dual2<T> r = fn(Dual2<T>{a[i], T(1), T(0)});
+      b[i] = r.v - c0;
+      vr = vr || r.dx != T(0);
+      nz = nz || b[i] != T(0);
+    }
+    nonzero = nz || vr;
+    varying = vr;
+  });
+  info.zero = !nonzero;
+  info.constant = !varying;
+  if (varying && needs_grad(x)) {
+    SavedTensor sx(x);
+    record("open_conv2d (separable term)", {x}, {y}, [sx, fn](std::vector<Tensor>& gr) {
+      Tensor xv = sx.unpack("open_conv2d").contiguous(), g = gr[0].contiguous();
+      Tensor dx = empty(xv.sizes(), xv.options());
+      visit_floating(xv.dtype(), "open_conv2d", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        const T *a = xv.data_ptr<T>(), *gp = g.data_ptr<T>();
+        T* d = dx.data_ptr<T>();
+        const int64_t n = xv.numel();
+#pragma omp parallel for if (n >= kParallelGrain)
+        for (int64_t i = 0; i < n; ++i) d[i] = gp[i] * fn(Dual2<T>{a[i], T(1), T(0)}).dx;
+      });
+      return std::vector<Tensor>{dx};
+    });
+  }
+  return y;
+}
+
+// Path 2: sum_k combine(cols, w) = sum_i sum_k f_i(cols) g_i(w), each term a GEMM convolution.
+// Padding is exact: unfold pads with zeros, so f_i(unfold(x)) = unfold(f_i(x) - f_i(0)) + f_i(0),
+// and the constant part becomes f_i(0) * sum_k g_i(w). A term whose g_i is constant and the same
+// for every output channel of a group (RBF's x^2 * 1) is one convolution per group, broadcast.
+template <class C>
+Tensor separable_conv(const Tensor& x, const Tensor& w, const C& comb, const Conv2dOptions& co,
+                      const Conv2dGeometry& g) {
+  const int64_t G = co.groups, Cout = w.size(0), Og = Cout / G, N = x.size(0);
+  const std::string name = autograd::detail::demangle(typeid(C).name());
+  for (double xs : {-1.5, 0.25, 2.0})
+    for (double ws : {-0.75, 0.5, 1.25}) {
+      double sep = 0;
+      for (int i = 0; i < C::separable_terms; ++i) sep += double(comb.f(i, xs)) * double(comb.g(i, ws));
+      check_separable_sample(name, xs, ws, double(comb(xs, ws)), sep);
+    }
+  Tensor out;  // (N, G, Og, Ho, Wo), or a shape that broadcasts to it
+  auto accumulate = [&](const Tensor& t) { out = out.defined() ? add(out, t) : t; };
+  for (int i = 0; i < C::separable_terms; ++i) {
+    MapInfo fi, gi;
+    Tensor fx = map_dual(x, [comb, i](auto v) { return comb.f(i, v); }, true, fi);
+    Tensor gw = map_dual(w, [comb, i](auto v) { return comb.g(i, v); }, false, gi);
+    if (!fi.zero) {
+      if (gi.constant && rows_identical(gw, G)) {
+        Tensor w1 = gw.view({G, Og, -1}).select(1, 0).reshape({G, w.size(1), w.size(2), w.size(3)});
+        accumulate(conv2d(fx, w1, {}, co).view({N, G, 1, g.Ho, g.Wo}));
+      } else {
+        accumulate(conv2d(fx, gw, {}, co).view({N, G, Og, g.Ho, g.Wo}));
+      }
+    }
+    const double c0 = double(comb.f(i, 0.0));
+    if (c0 != 0.0) accumulate(mul(sum(gw, {1, 2, 3}), c0).view({1, G, Og, 1, 1}));
+  }
+  const Shape full{N, G, Og, g.Ho, g.Wo};
+  if (!out.defined()) return zeros({N, Cout, g.Ho, g.Wo}, x.options());
+  if (out.sizes() != full) out = add(zeros(full, x.options()), out);
+  return out.reshape({N, Cout, g.Ho, g.Wo});
+}
+
+template <class Combine, class Red>
+Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, const Combine& comb, const Red& red,
+                        const OpenConv2dOptions& o) {
+  constexpr bool kSum = std::is_same_v<Red, reduce::Sum>;
+  constexpr bool kMul = std::is_same_v<Combine, combine::Mul>;
+  if constexpr (!builtin_reduce<Red>) {
+    if constexpr (!HasIdentity<Red>)
+      MG_FAIL("open_conv2d: reduce functor ", autograd::detail::demangle(typeid(Red).name()),
+              " has no identity; declare the value e with op(e, a) == a as `static constexpr double identity = e;` "
+              "(0 for a sum, 1 for a product, -infinity for a max or log-sum-exp)");
+  }
   const Conv2dOptions co{.stride = o.stride, .padding = o.padding, .dilation = o.dilation, .groups = o.groups};
   Tensor w = o.weight ? o.weight(weight) : weight;
   MG_CHECK(w.defined() && w.sizes() == weight.sizes(), "open_conv2d: the weight hook changed the weight's shape from ",
@@ -287,46 +516,90 @@ Tensor open_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Co
     Tensor y = o.output ? o.output(reduced) : reduced;
     return bias.defined() ? add(y, bias.view({1, -1, 1, 1})) : y;
   };
-  if constexpr (std::is_same_v<Combine, combine::Mul>) {
-    if (o.reduce == Reduce::Sum) return finish(conv2d(x, w, {}, co));  // path 1: the GEMM convolution
+  if constexpr (kSum && kMul) {
+    if (!o.patch) return finish(conv2d(x, w, {}, co));  // path 1: the GEMM convolution
+  } else if constexpr (kSum && Separable<Combine>) {
+    if (!o.patch) {  // path 2: a few GEMM convolutions
+      check_cpu(x);
+      return finish(separable_conv(x, w, comb, co, g));
+    }
   }
-  d::check_cpu(x);
-  d::Plan p{g, x.size(0), o.groups, w.size(0) / o.groups, g.rows() / o.groups, g.Ho * g.Wo, w.size(0)};
+  // Path 3: the fused kernel, one image's columns at a time (multiply + sum with a patch hook runs
+  // the same loop with a GEMM per tile).
+  check_cpu(x);
+  Plan p{g, x.size(0), o.groups, w.size(0) / o.groups, g.rows() / o.groups, g.Ho * g.Wo, w.size(0)};
   Tensor xd = x.detach().contiguous(), wd = w.detach().contiguous();
   Tensor out = empty({p.N, p.Cout, g.Ho, g.Wo}, x.options());
-  const Reduce red = o.reduce;
   visit_floating(x.dtype(), "open_conv2d", [&](auto tag) {
     using T = typename decltype(tag)::type;
+    Backend& be = backend_for(x.device());
     Tensor cols = empty({g.rows(), p.L}, x.options());
     for (int64_t n = 0; n < p.N; ++n) {
-      backend_for(x.device()).im2col(cols, xd.narrow(0, n, 1), g);
-      d::forward_image<T>(comb, red, cols.data_ptr<T>(), wd.data_ptr<T>(), out.data_ptr<T>() + n * p.Cout * p.L, p);
+      be.im2col(cols, xd.narrow(0, n, 1), g);
+      Tensor src = cols;
+      if (o.patch) {
+        NoGradGuard ng;
+        src = run_patch_hook(o.patch, cols).view({g.rows(), p.L}).contiguous();
+      }
+      Tensor on = out.select(0, n).view({p.Cout, p.L});
+      if constexpr (kSum && kMul) gemm_forward_tile(src, wd, on, p);
+      else forward_image<T>(comb, red, src.template data_ptr<T>(), wd.data_ptr<T>(), on.data_ptr<T>(), p);
     }
   });
   if (needs_grad(x, w)) {
-    if constexpr (!d::differentiable<Combine>) {
+    if constexpr (!differentiable<Combine>) {
       MG_FAIL("open_conv2d: combine functor ", autograd::detail::demangle(typeid(Combine).name()),
               " cannot be differentiated: make its operator() a template over the scalar type, or give it "
               "dx(x, w) and dw(x, w)");
+    } else if constexpr (!builtin_reduce<Red> && !reduce_differentiable<Red>) {
+      MG_FAIL("open_conv2d: reduce functor ", autograd::detail::demangle(typeid(Red).name()),
+              " cannot be differentiated: make its operator() a template over the scalar type");
     } else {
       const bool gx = x.requires_grad(), gw = w.requires_grad();
       SavedTensor sx(x), sw(w);
+      TensorFn patch = o.patch;
       record("open_conv2d", {x, w}, {out}, [=](std::vector<Tensor>& gr) {
         Tensor xv = sx.unpack("open_conv2d").contiguous(), wv = sw.unpack("open_conv2d").contiguous();
         Tensor gy = gr[0].contiguous();
-        Tensor dx = gx ? empty(xv.sizes(), xv.options()) : Tensor();
+        Tensor dx = gx ? zeros(xv.sizes(), xv.options()) : Tensor();
         Tensor dw = gw ? zeros(wv.sizes(), wv.options()) : Tensor();
         visit_floating(xv.dtype(), "open_conv2d", [&](auto tag) {
           using T = typename decltype(tag)::type;
           Backend& be = backend_for(xv.device());
-          Tensor cols = empty({g.rows(), p.L}, xv.options());
-          Tensor dcols = gx ? empty({g.rows(), p.L}, xv.options()) : Tensor();
-          Tensor win = red == Reduce::Sum ? Tensor() : empty({p.Cout * p.L / 2 + 1}, kInt64);  // int32 scratch
+          const int64_t rows = g.rows();
+          Tensor cols = empty({rows, p.L}, xv.options());
+          Tensor dsrc = empty({rows, p.L}, xv.options());
+          Tensor win = std::is_same_v<Red, reduce::Max> || std::is_same_v<Red, reduce::Min>
+                           ? empty({p.Cout * p.L / 2 + 1}, kInt64)  // int32 scratch
+                           : Tensor();
           for (int64_t n = 0; n < p.N; ++n) {
             be.im2col(cols, xv.narrow(0, n, 1), g);
-            d::backward_image<T>(comb, red, cols.data_ptr<T>(), wv.data_ptr<T>(), gy.data_ptr<T>() + n * p.Cout * p.L,
-                                 gw ? dw.data_ptr<T>() : nullptr, gx ? dcols.data_ptr<T>() : nullptr,
-                                 win.defined() ? static_cast<int32_t*>(win.raw_data()) : nullptr, p);
+            Tensor src = cols, leaf, hooked;
+            if (patch) {  // recompute this tile's hook with its graph, to backpropagate through it
+              leaf = cols.view({1, rows, p.L}).detach();
+              leaf.requires_grad_(gx);
+              AutoGradMode on(true);
+              hooked = run_patch_hook(patch, leaf);
+              src = hooked.detach().view({rows, p.L}).contiguous();
+            }
+            const bool want_dsrc = gx || (hooked.defined() && hooked.requires_grad());
+            Tensor gyn = gy.select(0, n).view({p.Cout, p.L});
+            if constexpr (kSum && kMul) {
+              gemm_backward_tile(src, wv, gyn, dw, want_dsrc ? dsrc : Tensor(), p);
+            } else {
+              backward_image<T>(comb, red, src.template data_ptr<T>(), wv.data_ptr<T>(), gyn.data_ptr<T>(),
+                                gw ? dw.data_ptr<T>() : nullptr, want_dsrc ? dsrc.data_ptr<T>() : nullptr,
+                                win.defined() ? static_cast<int32_t*>(win.raw_data()) : nullptr, p);
+            }
+            Tensor dcols = dsrc;
+            if (patch) {
+              if (!hooked.requires_grad()) continue;  // the hook ignored its input and has no parameters
+              backward({hooked}, {dsrc.view({1, rows, p.L})});
+              if (!gx) continue;
+              dcols = leaf.grad();
+              if (!dcols.defined()) continue;
+              dcols = dcols.view({rows, p.L}).contiguous();
+            }
             if (gx) be.col2im(dx.narrow(0, n, 1), dcols, g);
           }
         });
@@ -335,6 +608,31 @@ Tensor open_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Co
     }
   }
   return finish(out);
+}
+
+}  // namespace open_conv_detail
+
+// x (N, Cin, H, W), weight (Cout, Cin/groups, kh, kw), bias (Cout) or undefined. The reduction is
+// options.reduce.
+template <class Combine>
+Tensor open_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Combine comb,
+                   const OpenConv2dOptions& o = {}) {
+  namespace d = open_conv_detail;
+  switch (o.reduce) {
+    case Reduce::Max: return d::open_conv2d_impl(x, weight, bias, comb, reduce::Max{}, o);
+    case Reduce::Min: return d::open_conv2d_impl(x, weight, bias, comb, reduce::Min{}, o);
+    case Reduce::Sum: break;
+  }
+  return d::open_conv2d_impl(x, weight, bias, comb, reduce::Sum{}, o);
+}
+
+// The same with a user reduction functor (see reduce:: above); options.reduce must be left at Sum.
+template <class Combine, class ReduceFn>
+  requires(!std::is_convertible_v<ReduceFn, OpenConv2dOptions>)
+Tensor open_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Combine comb, ReduceFn red,
+                   const OpenConv2dOptions& o = {}) {
+  MG_CHECK(o.reduce == Reduce::Sum, "open_conv2d: got a reduce functor and also options.reduce; give only one");
+  return open_conv_detail::open_conv2d_impl(x, weight, bias, comb, red, o);
 }
 
 }  // namespace minigrad
