@@ -49,8 +49,10 @@ int main(int argc, char** argv) {
     auto plain = measure(run(combine::Mul{}, Reduce::Sum), reps);
     auto l1 = measure(run(combine::L1{}, Reduce::Sum), reps);
     auto mp = measure(run(combine::Add{}, Reduce::Max), reps);
+    auto rbf = measure(run(combine::L2{}, Reduce::Sum), reps);
     for (auto [name, r] : {std::pair<const char*, std::pair<double, double>>{"x*w, sum (plain conv)", plain},
-                           {"-|x-w|, sum (AdderNet)", l1}, {"x+w, max (morphological)", mp}})
+                           {"-|x-w|, sum (AdderNet)", l1}, {"x+w, max (morphological)", mp},
+                           {"-(x-w)^2, sum (RBF, separable)", rbf}})
       std::printf("| %s | %s | %.1f | %.1f | %.2f | %.2f |\n", l.name, name, r.first * 1e3, r.second,
                   r.first / plain.first, r.second / plain.second);
   }

@@ -40,7 +40,9 @@ void print_geometry(std::ostream& os, const char* layer, const Tensor& w, int64_
 
 template <class O>
 OpenConv2dOptions geometry(const O& o) {
-  return {.stride = o.stride, .padding = o.padding, .dilation = o.dilation, .groups = o.groups};
+  OpenConv2dOptions oc;
+  oc.stride = o.stride, oc.padding = o.padding, oc.dilation = o.dilation, oc.groups = o.groups;
+  return oc;
 }
 
 }  // namespace

@@ -50,3 +50,11 @@ void check_separable_sample(const std::string& name, double x, double w, double 
 }
 
 }  // namespace minigrad::open_conv_detail
+
+namespace minigrad::open_conv_detail {
+
+void gemm_into(const Tensor& out, const Tensor& a, const Tensor& b, double alpha, double beta) {
+  backend_for(out.device()).gemm(out.unsqueeze(0), a.unsqueeze(0), b.unsqueeze(0), alpha, beta);
+}
+
+}  // namespace minigrad::open_conv_detail

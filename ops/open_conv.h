@@ -17,6 +17,7 @@
 #include <string>
 #include <type_traits>
 #include <typeinfo>
+#include <utility>
 #include <vector>
 
 #include "../core/autograd.h"
@@ -34,7 +35,7 @@ namespace minigrad {
 // A value with its derivatives with respect to the patch value x and the weight w.
 template <class T>
 struct Dual2 {
-  T v, dx, dw;
+  T v{}, dx{}, dw{};  // T(c) gives the constant c: no derivatives
 };
 template <class T> MG_HOST_DEVICE Dual2<T> operator+(Dual2<T> a, Dual2<T> b) { return {a.v + b.v, a.dx + b.dx, a.dw + b.dw}; }
 template <class T> MG_HOST_DEVICE Dual2<T> operator-(Dual2<T> a, Dual2<T> b) { return {a.v - b.v, a.dx - b.dx, a.dw - b.dw}; }
@@ -408,64 +409,26 @@ bool rows_identical(const Tensor& w, int64_t groups);
 // Samples the separable form against operator() and throws, naming the functor, if they differ.
 void check_separable_sample(const std::string& name, double x, double w, double combined, double separated);
 
-struct MapInfo {
-  bool zero = false;        // every value and every derivative was zero
-  bool constant = false;    // every derivative was zero
+// Path 2, the separable combine: sum_k combine(c, w) = sum_i sum_k f_i(c) g_i(w), so each term is
+// a GEMM G_i (Og, K) . F_i (K, L) per group on the same tile of columns as the fused kernel (the
+// zero padding is then exact, and a patch hook applies unchanged). Two cheap cases skip the GEMM:
+// a term whose f_i is constant on the tile (RBF's -1 * w^2) adds f_i * rowsum(G_i), and a term
+// whose g_i is constant and the same for every output channel of a group (RBF's -x^2 * 1) is one
+// row per group, a GEMV. Both are checked on the actual values, so they are exact.
+template <class T, class C>
+struct SeparablePlan {
+  struct Term {
+    Tensor G;          // g_i(W) (Cout, K)
+    Tensor dG;         // its derivative g_i'(W), when W needs a gradient and g_i varies
+    Tensor rowsum;     // sum_k G (Cout)
+    bool row = false;  // g_i constant and equal across each group's rows
+  };
+  std::vector<Term> terms;
 };
 
-// y = fn(x) - (center ? fn(0) : 0) elementwise, its derivative from dual numbers. No node is
-// recorded when every derivative is zero (the result is then a constant).
-template <class F>
-Tensor map_dual(const Tensor& x, const F& fn, bool center, MapInfo& info) {
-  Tensor xc = x.detach().contiguous();
-  Tensor y = empty(xc.sizes(), xc.options());
-  bool nonzero = false, varying = false;
-  visit_floating(x.dtype(), "open_conv2d", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* a = xc.data_ptr<T>();
-    T* b = y.data_ptr<T>();
-    const T c0 = center ? T(fn(T(0))) : T(0);
-    const int64_t n = xc.numel();
-    bool nz = false, vr = false;
-#pragma omp parallel for reduction(|| : nz, vr) if (n >= kParallelGrain)
-    for (int64_t i = 0; i < n; ++i) {
-      const Dual2<T> r = fn(Dual2<T>{a[i], T(1), T(0)});
-      b[i] = r.v - c0;
-      vr = vr || r.dx != T(0);
-      nz = nz || b[i] != T(0);
-    }
-    nonzero = nz || vr;
-    varying = vr;
-  });
-  info.zero = !nonzero;
-  info.constant = !varying;
-  if (varying && needs_grad(x)) {
-    SavedTensor sx(x);
-    record("open_conv2d (separable term)", {x}, {y}, [sx, fn](std::vector<Tensor>& gr) {
-      Tensor xv = sx.unpack("open_conv2d").contiguous(), g = gr[0].contiguous();
-      Tensor dx = empty(xv.sizes(), xv.options());
-      visit_floating(xv.dtype(), "open_conv2d", [&](auto tag) {
-        using T = typename decltype(tag)::type;
-        const T *a = xv.data_ptr<T>(), *gp = g.data_ptr<T>();
-        T* d = dx.data_ptr<T>();
-        const int64_t n = xv.numel();
-#pragma omp parallel for if (n >= kParallelGrain)
-        for (int64_t i = 0; i < n; ++i) d[i] = gp[i] * fn(Dual2<T>{a[i], T(1), T(0)}).dx;
-      });
-      return std::vector<Tensor>{dx};
-    });
-  }
-  return y;
-}
-
-// Path 2: sum_k combine(cols, w) = sum_i sum_k f_i(cols) g_i(w), each term a GEMM convolution.
-// Padding is exact: unfold pads with zeros, so f_i(unfold(x)) = unfold(f_i(x) - f_i(0)) + f_i(0),
-// and the constant part becomes f_i(0) * sum_k g_i(w). A term whose g_i is constant and the same
-// for every output channel of a group (RBF's x^2 * 1) is one convolution per group, broadcast.
-template <class C>
-Tensor separable_conv(const Tensor& x, const Tensor& w, const C& comb, const Conv2dOptions& co,
-                      const Conv2dGeometry& g) {
-  const int64_t G = co.groups, Cout = w.size(0), Og = Cout / G, N = x.size(0);
+template <class T, class C>
+SeparablePlan<T, C> plan_separable(const C& comb, const Tensor& w, const Plan& p, bool need_dw) {
+  SeparablePlan<T, C> sp;
   const std::string name = autograd::detail::demangle(typeid(C).name());
   for (double xs : {-1.5, 0.25, 2.0})
     for (double ws : {-0.75, 0.5, 1.25}) {
@@ -473,27 +436,191 @@ Tensor separable_conv(const Tensor& x, const Tensor& w, const C& comb, const Con
       for (int i = 0; i < C::separable_terms; ++i) sep += double(comb.f(i, xs)) * double(comb.g(i, ws));
       check_separable_sample(name, xs, ws, double(comb(xs, ws)), sep);
     }
-  Tensor out;  // (N, G, Og, Ho, Wo), or a shape that broadcasts to it
-  auto accumulate = [&](const Tensor& t) { out = out.defined() ? add(out, t) : t; };
+  const Tensor wc = w.detach().contiguous();
+  const T* wp = wc.data_ptr<T>();
+  const int64_t n = p.Cout * p.K;
   for (int i = 0; i < C::separable_terms; ++i) {
-    MapInfo fi, gi;
-    Tensor fx = map_dual(x, [comb, i](auto v) { return comb.f(i, v); }, true, fi);
-    Tensor gw = map_dual(w, [comb, i](auto v) { return comb.g(i, v); }, false, gi);
-    if (!fi.zero) {
-      if (gi.constant && rows_identical(gw, G)) {
-        Tensor w1 = gw.view({G, Og, -1}).select(1, 0).reshape({G, w.size(1), w.size(2), w.size(3)});
-        accumulate(conv2d(fx, w1, {}, co).view({N, G, 1, g.Ho, g.Wo}));
-      } else {
-        accumulate(conv2d(fx, gw, {}, co).view({N, G, Og, g.Ho, g.Wo}));
+    typename SeparablePlan<T, C>::Term t;
+    t.G = empty({p.Cout, p.K}, w.options());
+    Tensor d = empty({p.Cout, p.K}, w.options());
+    T *gp = t.G.template data_ptr<T>(), *dp = d.template data_ptr<T>();
+    bool varies = false;
+    for (int64_t j = 0; j < n; ++j) {
+      const Dual2<T> r = comb.g(i, Dual2<T>{wp[j], T(1), T(0)});
+      gp[j] = r.v;
+      dp[j] = r.dx;
+      varies = varies || r.dx != T(0);
+    }
+    if (varies && need_dw) t.dG = d;
+    t.row = !varies && rows_identical(t.G, p.G);
+    t.rowsum = sum(t.G, {1});
+    sp.terms.push_back(std::move(t));
+  }
+  return sp;
+}
+
+// How f_i behaves on one tile, checked on every value so the shortcuts stay exact:
+// constant (f = b), linear (f = a x + b: the GEMM runs on the columns themselves), or general.
+struct TileTerm {
+  enum Kind { Constant, Linear, General } kind = General;
+  double a = 0, b = 0;
+};
+
+// Calls fn(std::integral_constant<int, I>) for I < N, so comb.f(I, x) sees a constant term index
+// and its branches fold away in the vectorised loops.
+template <int N, class F>
+void for_each_term(F&& fn) {
+  [&]<int... I>(std::integer_sequence<int, I...>) { (fn(std::integral_constant<int, I>{}), ...); }(
+      std::make_integer_sequence<int, N>{});
+}
+
+template <int I, class T, class C>
+TileTerm classify_tile(const C& comb, const T* src, int64_t n) {
+  const Dual2<T> r0 = comb.f(I, Dual2<T>{src[0], T(1), T(0)});
+  const T a = r0.dx, b = r0.v - a * src[0];
+  auto fits = [&](T x) {
+    const Dual2<T> r = comb.f(I, Dual2<T>{x, T(1), T(0)});
+    return r.dx == a && r.v == a * x + b;
+  };
+  const int64_t head = std::min<int64_t>(n, 64);
+  for (int64_t j = 0; j < head; ++j)  // most general terms show themselves at once
+    if (!fits(src[j])) return {};
+  bool ok = true;
+#pragma omp parallel for reduction(&& : ok) if (n >= kParallelGrain)
+  for (int64_t j = head; j < n; ++j) ok = ok && fits(src[j]);
+  if (!ok) return {};
+  return {a == T(0) ? TileTerm::Constant : TileTerm::Linear, double(a), double(b)};
+}
+
+// out (rows x L) = alpha * a . b + beta * out on 2-D views (out contiguous rows).
+void gemm_into(const Tensor& out, const Tensor& a, const Tensor& b, double alpha, double beta);
+
+// Forward of a separable combine on one tile; kinds[i] receives how term i was run.
+template <class T, class C>
+void separable_forward_tile(const C& comb, const SeparablePlan<T, C>& sp, const Tensor& src, const Tensor& F,
+                            Tensor out, const Plan& p, TileTerm* kinds) {
+  out.zero_();
+  const int64_t rows = p.G * p.K, L = p.L, n = rows * L;
+  for_each_term<C::separable_terms>([&](auto ic) {
+    constexpr int i = decltype(ic)::value;
+    const auto& t = sp.terms[size_t(i)];
+    const TileTerm tt = kinds[i] = classify_tile<i>(comb, src.data_ptr<T>(), n);
+    if (tt.b != 0.0) out.add_(mul(t.rowsum, tt.b).view({p.Cout, 1}));  // b * sum_k G
+    if (tt.kind == TileTerm::Constant) return;
+    if (t.row) {  // one row r per group: out[o, q] += sum_k r[k] (f(src[k, q]) - b), fused
+      const T a = T(tt.a), b = T(tt.b);
+      const bool linear = tt.kind == TileTerm::Linear;
+      for (int64_t g = 0; g < p.G; ++g) {
+        const T* r = t.G.template data_ptr<T>() + g * p.Og * p.K;
+        const T* sg = src.data_ptr<T>() + g * p.K * L;
+        T* o = out.data_ptr<T>() + g * p.Og * L;
+#pragma omp parallel for schedule(static) if (p.K * L >= kParallelGrain)
+        for (int64_t q0 = 0; q0 < L; q0 += 256) {
+          const int64_t q1 = std::min(L, q0 + 256);
+          T acc[256] = {};
+          for (int64_t k = 0; k < p.K; ++k) {
+            const T rk = r[k];
+            const T* sr = sg + k * L;
+            if (linear)
+              for (int64_t q = q0; q < q1; ++q) acc[q - q0] += rk * a * sr[q];
+            else
+              for (int64_t q = q0; q < q1; ++q) acc[q - q0] += rk * (T(comb.f(i, sr[q])) - b);
+          }
+          for (int64_t j = 0; j < p.Og; ++j)
+            for (int64_t q = q0; q < q1; ++q) o[j * L + q] += acc[q - q0];
+        }
+      }
+      return;
+    }
+    Tensor M = src;  // the GEMM's right side: the columns themselves (linear), or f(src) - b
+    double alpha = tt.a;
+    if (tt.kind == TileTerm::General) {
+      const T* s0 = src.data_ptr<T>();
+      T* f = F.data_ptr<T>();
+      const T b = T(tt.b);
+#pragma omp parallel for if (n >= kParallelGrain)
+      for (int64_t j = 0; j < n; ++j) f[j] = T(comb.f(i, s0[j])) - b;
+      M = F;
+      alpha = 1.0;
+    }
+    for (int64_t g = 0; g < p.G; ++g)
+      gemm_into(out.narrow(0, g * p.Og, p.Og), t.G.narrow(0, g * p.Og, p.Og), M.narrow(0, g * p.K, p.K), alpha, 1.0);
+  });
+}
+
+// Backward on one tile: dGacc[i] (Cout, K) += gy . (f_i(src) - b)ᵀ for the terms with a W gradient;
+// dsrc (rows, L) = sum_i f_i'(src) * G_iᵀ gy. kinds: from the forward, or null to classify again.
+template <class T, class C>
+void separable_backward_tile(const C& comb, const SeparablePlan<T, C>& sp, const Tensor& src, const Tensor& gy,
+                             std::vector<Tensor>& dGacc, Tensor dsrc, const Tensor& F, const Tensor& dF,
+                             const Plan& p, const TileTerm* kinds) {
+  const int64_t rows = p.G * p.K, L = p.L, n = rows * L;
+  if (dsrc.defined()) dsrc.zero_();
+  Tensor gsum;  // sum_q gy (Cout, 1), for the constant parts
+  for_each_term<C::separable_terms>([&](auto ic) {
+    constexpr int i = decltype(ic)::value;
+    const auto& t = sp.terms[size_t(i)];
+    const TileTerm tt = kinds ? kinds[i] : classify_tile<i>(comb, src.data_ptr<T>(), n);
+    if (t.dG.defined() && tt.b != 0.0) {  // d/dG of b * rowsum(G)
+      if (!gsum.defined()) gsum = sum(gy, {1}, true);
+      dGacc[size_t(i)].add_(mul(gsum, tt.b));
+    }
+    if (tt.kind == TileTerm::Constant) return;
+    const bool general = tt.kind == TileTerm::General;
+    // M = f(src) - b: the columns (scaled by a) when linear, else computed here with f' into dF.
+    Tensor M = src;
+    double alpha = tt.a;
+    if (general && (t.dG.defined() || (dsrc.defined() && !t.row))) {
+      const T* s0 = src.data_ptr<T>();
+      T *f = F.data_ptr<T>(), *d = dF.data_ptr<T>();
+      const T b = T(tt.b);
+#pragma omp parallel for if (n >= kParallelGrain)
+      for (int64_t j = 0; j < n; ++j) {
+        const Dual2<T> r = comb.f(i, Dual2<T>{s0[j], T(1), T(0)});
+        f[j] = r.v - b;
+        d[j] = r.dx;
+      }
+      M = F;
+      alpha = 1.0;
+    }
+    if (t.dG.defined())
+      for (int64_t g = 0; g < p.G; ++g)
+        gemm_into(dGacc[size_t(i)].narrow(0, g * p.Og, p.Og), gy.narrow(0, g * p.Og, p.Og),
+                  M.narrow(0, g * p.K, p.K).t(), alpha, 1.0);
+    if (!dsrc.defined()) return;
+    for (int64_t g = 0; g < p.G; ++g) {
+      Tensor gyg = gy.narrow(0, g * p.Og, p.Og);
+      T* o = dsrc.data_ptr<T>() + g * p.K * L;
+      if (!t.row) {
+        if (!general) {  // dsrc += a Gᵀ gy, straight from the GEMM
+          gemm_into(dsrc.narrow(0, g * p.K, p.K), t.G.narrow(0, g * p.Og, p.Og).t(), gyg, tt.a, 1.0);
+          continue;
+        }
+        Tensor up = mm(t.G.narrow(0, g * p.Og, p.Og).t(), gyg);  // (K, L)
+        const T *u = up.data_ptr<T>(), *d = dF.data_ptr<T>() + g * p.K * L;
+        const int64_t m = p.K * L;
+#pragma omp parallel for if (m >= kParallelGrain)
+        for (int64_t j = 0; j < m; ++j) o[j] += d[j] * u[j];
+        continue;
+      }
+      // dsrc[k, q] += f'(src[k, q]) r[k] s[q], s = the group's sum over outputs of gy
+      Tensor sg = sum(gyg, {0});
+      const T* sq = sg.data_ptr<T>();
+      const T* r = t.G.template data_ptr<T>() + g * p.Og * p.K;
+      const T* s0 = src.data_ptr<T>() + g * p.K * L;
+      const T a = T(tt.a);
+#pragma omp parallel for schedule(static) if (p.K * L >= kParallelGrain)
+      for (int64_t k = 0; k < p.K; ++k) {
+        const T rk = r[k];
+        const T* sr = s0 + k * L;
+        T* ok = o + k * L;
+        if (general)
+          for (int64_t q = 0; q < L; ++q) ok[q] += comb.f(i, Dual2<T>{sr[q], T(1), T(0)}).dx * rk * sq[q];
+        else
+          for (int64_t q = 0; q < L; ++q) ok[q] += a * rk * sq[q];
       }
     }
-    const double c0 = double(comb.f(i, 0.0));
-    if (c0 != 0.0) accumulate(mul(sum(gw, {1, 2, 3}), c0).view({1, G, Og, 1, 1}));
-  }
-  const Shape full{N, G, Og, g.Ho, g.Wo};
-  if (!out.defined()) return zeros({N, Cout, g.Ho, g.Wo}, x.options());
-  if (out.sizes() != full) out = add(zeros(full, x.options()), out);
-  return out.reshape({N, Cout, g.Ho, g.Wo});
+  });
 }
 
 template <class Combine, class Red>
@@ -518,14 +645,16 @@ Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bia
   };
   if constexpr (kSum && kMul) {
     if (!o.patch) return finish(conv2d(x, w, {}, co));  // path 1: the GEMM convolution
-  } else if constexpr (kSum && Separable<Combine>) {
-    if (!o.patch) {  // path 2: a few GEMM convolutions
-      check_cpu(x);
-      return finish(separable_conv(x, w, comb, co, g));
-    }
   }
-  // Path 3: the fused kernel, one image's columns at a time (multiply + sum with a patch hook runs
-  // the same loop with a GEMM per tile).
+  // Paths 2 and 3 work through one image's columns at a time: a separable combine with Sum as a few
+  // GEMMs per tile, anything else in the fused kernel (multiply + sum with a patch hook runs this
+  // loop too, with one GEMM per tile).
+  constexpr bool kSeparable = kSum && !kMul && Separable<Combine>;
+  constexpr int C_terms = [] {
+    if constexpr (kSeparable) return int(Combine::separable_terms);
+    else return 0;
+  }();
+  auto kinds = std::make_shared<std::vector<TileTerm>>(size_t(x.size(0) * C_terms));
   check_cpu(x);
   Plan p{g, x.size(0), o.groups, w.size(0) / o.groups, g.rows() / o.groups, g.Ho * g.Wo, w.size(0)};
   Tensor xd = x.detach().contiguous(), wd = w.detach().contiguous();
@@ -534,6 +663,12 @@ Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bia
     using T = typename decltype(tag)::type;
     Backend& be = backend_for(x.device());
     Tensor cols = empty({g.rows(), p.L}, x.options());
+    SeparablePlan<T, Combine> sp;
+    Tensor F;
+    if constexpr (kSeparable) {
+      sp = plan_separable<T>(comb, wd, p, false);
+      F = empty({g.rows(), p.L}, x.options());
+    }
     for (int64_t n = 0; n < p.N; ++n) {
       be.im2col(cols, xd.narrow(0, n, 1), g);
       Tensor src = cols;
@@ -543,6 +678,8 @@ Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bia
       }
       Tensor on = out.select(0, n).view({p.Cout, p.L});
       if constexpr (kSum && kMul) gemm_forward_tile(src, wd, on, p);
+      else if constexpr (kSeparable)
+        separable_forward_tile<T>(comb, sp, src, F, on, p, kinds->data() + n * C_terms);
       else forward_image<T>(comb, red, src.template data_ptr<T>(), wd.data_ptr<T>(), on.data_ptr<T>(), p);
     }
   });
@@ -572,6 +709,15 @@ Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bia
           Tensor win = std::is_same_v<Red, reduce::Max> || std::is_same_v<Red, reduce::Min>
                            ? empty({p.Cout * p.L / 2 + 1}, kInt64)  // int32 scratch
                            : Tensor();
+          SeparablePlan<T, Combine> sp;
+          Tensor F, dF;
+          std::vector<Tensor> dG;
+          if constexpr (kSeparable) {
+            sp = plan_separable<T>(comb, wv, p, gw);
+            F = empty({rows, p.L}, xv.options());
+            dF = empty({rows, p.L}, xv.options());
+            for (const auto& t : sp.terms) dG.push_back(t.dG.defined() ? zeros({p.Cout, p.K}, xv.options()) : Tensor());
+          }
           for (int64_t n = 0; n < p.N; ++n) {
             be.im2col(cols, xv.narrow(0, n, 1), g);
             Tensor src = cols, leaf, hooked;
@@ -586,6 +732,10 @@ Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bia
             Tensor gyn = gy.select(0, n).view({p.Cout, p.L});
             if constexpr (kSum && kMul) {
               gemm_backward_tile(src, wv, gyn, dw, want_dsrc ? dsrc : Tensor(), p);
+            } else if constexpr (kSeparable) {
+              // Without a patch hook the columns are the forward's, so its classification holds.
+              separable_backward_tile<T>(comb, sp, src, gyn, dG, want_dsrc ? dsrc : Tensor(), F, dF, p,
+                                         patch ? nullptr : kinds->data() + n * C_terms);
             } else {
               backward_image<T>(comb, red, src.template data_ptr<T>(), wv.data_ptr<T>(), gyn.data_ptr<T>(),
                                 gw ? dw.data_ptr<T>() : nullptr, want_dsrc ? dsrc.data_ptr<T>() : nullptr,
@@ -602,6 +752,8 @@ Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bia
             }
             if (gx) be.col2im(dx.narrow(0, n, 1), dcols, g);
           }
+          for (size_t i = 0; i < dG.size(); ++i)  // dW = sum_i dL/dG_i * g_i'(W)
+            if (dG[i].defined()) dw.view({p.Cout, p.K}).add_(mul(dG[i], sp.terms[i].dG));
         });
         return std::vector<Tensor>{dx, dw};
       });

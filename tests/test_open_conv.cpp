@@ -244,7 +244,7 @@ TEST_CASE("open_conv2d: patch hooks run per tile and are recomputed per tile in 
   check_case("patch hook, multiply+sum (GEMM per tile)", runner(combine::Mul{}), mul_ops, builtin(Reduce::Sum),
              {.patch = normalise_patches});
   check_case("patch hook, L1 (fused)", runner(combine::L1{}), l1_ops, builtin(Reduce::Sum), {.patch = normalise_patches});
-  check_case("patch hook, L2 (fused: no separable path with a patch hook)", runner(combine::L2{}),
+  check_case("patch hook, L2 (separable, GEMMs per tile)", runner(combine::L2{}),
              [](const Tensor& a, const Tensor& b) { Tensor d = sub(a, b); return neg(mul(d, d)); },
              builtin(Reduce::Sum), {.patch = normalise_patches});
   check_case("patch hook, max-plus", runner(combine::Add{}), [](const Tensor& a, const Tensor& b) { return add(a, b); },
@@ -346,6 +346,18 @@ struct ShiftedProduct {
   template <class T> T f(int, T x) const { return x + T(1); }
   template <class T> T g(int, T w) const { return w - T(2); }
 };
+// x^2 w + 3x: a general f with a varying g (GEMM on f(cols)), and a linear f with a constant g
+// that is one row per group (fused row sum).
+struct Mixed {
+  template <class T> T operator()(T x, T w) const { return x * x * w + T(3) * x; }
+  static constexpr int separable_terms = 2;
+  template <class T> T f(int i, T x) const { return i == 0 ? x * x : T(3) * x; }
+  template <class T> T g(int i, T w) const { return i == 0 ? w : T(1); }
+};
+struct UserSum {  // the sum as a user reduction: forces the fused kernel
+  static constexpr double identity = 0.0;
+  template <class T> T operator()(T a, T b) const { return a + b; }
+};
 struct WrongSeparable {  // declares x * 2w for x * w
   template <class T> T operator()(T x, T w) const { return x * w; }
   static constexpr int separable_terms = 1;
@@ -357,12 +369,17 @@ struct WrongSeparable {  // declares x * 2w for x * w
 TEST_CASE("open_conv2d: separable combines run as GEMM convolutions") {
   check_against_reference("(x+1)(w-2), separable", ShiftedProduct{},
                           [](const Tensor& a, const Tensor& b) { return mul(add(a, 1.0), sub(b, 2.0)); }, Reduce::Sum);
-  // L2 (RBF) as sum_k -x^2 + 2xw - w^2 holds no columns for the whole batch either, and runs far
-  // fewer flops than the fused kernel: check it agrees with the fused path (a patch hook that is
-  // the identity forces the fused kernel).
+  auto mixed_ops = [](const Tensor& a, const Tensor& b) { return add(mul(mul(a, a), b), mul(a, 3.0)); };
+  check_against_reference("x^2 w + 3x, separable", Mixed{}, mixed_ops, Reduce::Sum);
+  check_case("x^2 w + 3x, separable, with a patch hook", [](const Tensor& x, const Tensor& w, const Tensor& b,
+                                                           const OpenConv2dOptions& o) {
+    return open_conv2d(x, w, b, Mixed{}, o);
+  }, mixed_ops, builtin(Reduce::Sum), {.patch = normalise_patches});
+  // L2 (RBF) as sum_k -x^2 + 2xw - w^2 agrees with the fused kernel (a user reduce functor that
+  // sums forces the fused path).
   Tensor x = randn({3, 4, 9, 9}, kFloat64), w = randn({6, 2, 3, 3}, kFloat64);
   Tensor sep = open_conv2d(x, w, {}, combine::L2{}, {.padding = 1, .groups = 2});
-  Tensor fused = open_conv2d(x, w, {}, combine::L2{}, {.padding = 1, .groups = 2, .patch = [](const Tensor& c) { return c; }});
+  Tensor fused = open_conv2d(x, w, {}, combine::L2{}, UserSum{}, {.padding = 1, .groups = 2});
   check_close(vals(sep), vals(fused), 1e-10);
   CHECK_ERROR(open_conv2d(x, randn({6, 4, 3, 3}, kFloat64), {}, WrongSeparable{}), "open_conv2d", "WrongSeparable",
               "separable form", "disagrees");
