@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <vector>
 
 using namespace minigrad;
@@ -55,6 +56,41 @@ int main(int argc, char** argv) {
                            {"-(x-w)^2, sum (RBF, separable)", rbf}})
       std::printf("| %s | %s | %.1f | %.1f | %.2f | %.2f |\n", l.name, name, r.first * 1e3, r.second,
                   r.first / plain.first, r.second / plain.second);
+  }
+
+  // Where the memory goes, one 64->64 3x3 32x32 layer at batch 4 (the broadcast formulation in
+  // minigrad ops still fits there): what forward leaves held (output + what the tape saved) and
+  // the peak of forward + backward, from the allocator's counters.
+  {
+    const int64_t B = 4;
+    manual_seed(0);
+    Tensor x = randn({B, 64, 32, 32}, requires_grad()), w = randn({64, 64, 3, 3}, requires_grad());
+    auto broadcast_l1 = [&] {  // unfold, broadcast the patches against W, reduce: the PyTorch recipe
+      Tensor cols = unfold(x, {.kernel_size = 3, .padding = 1});                 // (B, K, L)
+      Tensor d = sub(cols.unsqueeze(1), w.reshape({1, 64, -1, 1}));             // (B, O, K, L)
+      return sum(neg(abs(d)), {2}).reshape({B, 64, 32, 32});
+    };
+    struct F { const char* name; std::function<Tensor()> fn; };
+    std::vector<F> forms{
+        {"plain conv (GEMM, path 1)", [&] { return open_conv2d(x, w, {}, combine::Mul{}, {.padding = 1}); }},
+        {"RBF -(x-w)^2 (separable, path 2)", [&] { return open_conv2d(x, w, {}, combine::L2{}, {.padding = 1}); }},
+        {"AdderNet -|x-w| (fused, path 3)", [&] { return open_conv2d(x, w, {}, combine::L1{}, {.padding = 1}); }},
+        {"AdderNet as unfold + broadcast", broadcast_l1}};
+    std::printf("\nbatch %lld, 64->64 3x3 32x32: input %.1f MiB, output %.1f MiB\n\n| formulation | held after forward MiB | peak fwd+bwd MiB | fwd+bwd ms |\n|---|---|---|---|\n",
+                (long long)B, x.numel() * 4.0 / (1 << 20), x.numel() * 4.0 / (1 << 20));
+    for (auto& f : forms) {
+      x.zero_grad();
+      w.zero_grad();
+      empty_cache();
+      reset_peak_memory_stats();
+      const int64_t base = memory_stats().current_bytes;
+      auto t0 = std::chrono::steady_clock::now();
+      Tensor y = f.fn();
+      const double held = double(memory_stats().current_bytes - base) / (1 << 20);
+      y.backward(ones_like(y));
+      const double ms = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() * 1e3;
+      std::printf("| %s | %.1f | %.1f | %.1f |\n", f.name, held, double(memory_stats().peak_bytes - base) / (1 << 20), ms);
+    }
   }
   return 0;
 }

@@ -16,6 +16,9 @@ function(run_expect name expect)
 endfunction()
 
 run_expect(make_data "" ${BIN}/make_synthetic_data ${D})
+run_expect(adder_train "summary: adder_fashion_mnist, 1 epochs" ${BIN}/adder_fashion_mnist --data ${D}/mnist
+           --out ${D}/adder --epochs 1 --max-steps 3 --batch-size 16)
+run_expect(custom_conv "Huber open conv" ${BIN}/custom_conv --data ${D}/mnist --max-steps 3)
 run_expect(fashion_train "summary: fashion_mnist, 2 epochs" ${BIN}/fashion_mnist --data ${D}/mnist --out ${D}/run
            --epochs 2 --max-steps 4 --batch-size 16)
 foreach(f checkpoint.safetensors learning_curve.png)

@@ -215,15 +215,6 @@ TEST_CASE("open_conv2d: the fused path never holds more than one image's columns
   CHECK(peak < 8LL * 16 * 144 * 256 * 4 / 8);
 }
 
-TEST_CASE("the README's open-convolution snippet runs as written") {
-  Tensor x = randn({2, 3, 6, 6}, requires_grad()), w = randn({4, 3, 3, 3}, requires_grad()), b = zeros({4});
-  Tensor y = open_conv2d(x, w, b, Huber{}, {.padding = 1});
-  Tensor yd = open_conv2d(x, w, {}, combine::Add{}, {.padding = 1, .reduce = Reduce::Max});
-  CHECK(y.sizes() == Shape{2, 4, 6, 6});
-  CHECK(yd.sizes() == Shape{2, 4, 6, 6});
-  sum(add(y, yd)).backward();
-  CHECK(w.grad().defined());
-}
 
 namespace {
 // Normalises each patch (each column of one image's unfold) to unit length, plus 0.1: the
@@ -383,4 +374,21 @@ TEST_CASE("open_conv2d: separable combines run as GEMM convolutions") {
   check_close(vals(sep), vals(fused), 1e-10);
   CHECK_ERROR(open_conv2d(x, randn({6, 4, 3, 3}, kFloat64), {}, WrongSeparable{}), "open_conv2d", "WrongSeparable",
               "separable form", "disagrees");
+}
+
+TEST_CASE("the README's open-convolution snippets run as written") {
+  Tensor x = randn({2, 3, 6, 6}, requires_grad()), w = randn({4, 3, 3, 3}, requires_grad()), b = zeros({4});
+  Tensor y = open_conv2d(x, w, b, Huber{}, {.padding = 1});
+  Tensor yd = open_conv2d(x, w, {}, combine::Add{}, {.padding = 1, .reduce = Reduce::Max});  // dilation
+  Tensor ys = open_conv2d(x, w, {}, combine::Mul{}, {.padding = 1,                        // cosine-like
+      .patch  = [](const Tensor& c) { return div(c, add(sqrt(sum(mul(c, c), {1}, true)), 1e-3)); },
+      .weight = [](const Tensor& v) { return div(v, sqrt(sum(mul(v, v), {1, 2, 3}, true))); },
+      .output = [](const Tensor& s) { return tanh(s); }});
+  Tensor yl = open_conv2d(x, w, {}, combine::L1{}, LogSumExp{}, {.padding = 1});  // user reduce (docs/open-conv.md)
+  auto layer = std::make_shared<nn::OpenConv2d<Huber>>(3, 4, 3, OpenConv2dOptions{.padding = 1});
+  for (const Tensor& t : {y, yd, ys, yl, layer->forward(x)}) CHECK(t.sizes() == Shape{2, 4, 6, 6});
+  CHECK(std::abs(ys.to_vector<float>()[0]) < 1.0f);
+  sum(add(add(y, yd), add(ys, yl))).backward();
+  CHECK(w.grad().defined());
+  CHECK(x.grad().defined());
 }
