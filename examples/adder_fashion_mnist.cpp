@@ -5,6 +5,7 @@
 //
 //   adder_fashion_mnist [--epochs 3] [--batch-size 64] [--lr 0.002] [--data DIR] [--out DIR] ...
 #include "common.h"
+#include "models.h"
 
 int main(int argc, char** argv) try {
   using namespace examples;
@@ -21,7 +22,7 @@ int main(int argc, char** argv) try {
       std::make_shared<AdderConv2d>(32, 64, 3, AdderConv2dOptions{.padding = 1}), std::make_shared<ReLU>(),
       std::make_shared<MaxPool2d>(MaxPool2dOptions{.kernel_size = 2}), std::make_shared<Flatten>(),
       std::make_shared<Linear>(64 * 7 * 7, 10));
-  io::Transform norm = io::normalize({0.2860}, {0.3530});
+  io::Transform norm = fashion_normalize();
   train(c, *model, train_set, test_set, {norm}, norm);
   return 0;
 } catch (const std::exception& e) {

@@ -6,6 +6,7 @@
 // minigrad inlines it into its fused, multithreaded kernel and derives the backward from the
 // formula with dual numbers; no loops, no unfold, no broadcast tensor.
 #include "common.h"
+#include "models.h"
 
 // A Huber distance between the patch and the weight: quadratic near zero, linear beyond 1.
 struct Huber {
@@ -65,7 +66,7 @@ int main(int argc, char** argv) try {
       argc, argv, {.name = "custom_conv", .epochs = 1, .data = "/usr/share/datasets/fashion-mnist"});
   if (c.threads > 0) set_num_threads(int(c.threads));
   io::TensorDataset train_set = io::load_mnist(c.data, true), test_set = io::load_mnist(c.data, false);
-  io::Transform norm = io::normalize({0.2860}, {0.3530});
+  io::Transform norm = examples::fashion_normalize();
   manual_seed(1);
   auto huber = network(std::make_shared<nn::OpenConv2d<Huber>>(16, 32, 3, OpenConv2dOptions{.padding = 1}));
   manual_seed(1);

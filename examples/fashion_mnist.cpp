@@ -14,7 +14,7 @@ int main(int argc, char** argv) try {
   manual_seed(c.seed);
   io::TensorDataset train_set = io::load_mnist(c.data, true), test_set = io::load_mnist(c.data, false);
   auto model = fashion_cnn();
-  io::Transform norm = io::normalize({0.2860}, {0.3530});
+  io::Transform norm = fashion_normalize();
   train(c, *model, train_set, test_set, {norm}, norm);
   return 0;
 } catch (const std::exception& e) {

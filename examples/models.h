@@ -7,6 +7,10 @@
 
 namespace examples {
 
+// Fashion-MNIST's pixel mean and standard deviation (on [0, 1]), for every program that reads it.
+constexpr double kFashionMean = 0.2860, kFashionStd = 0.3530;
+inline minigrad::io::Transform fashion_normalize() { return minigrad::io::normalize({kFashionMean}, {kFashionStd}); }
+
 // The Fashion-MNIST CNN: two conv + batch-norm + max-pool blocks and a two-layer classifier.
 inline std::shared_ptr<minigrad::nn::Sequential> fashion_cnn() {
   using namespace minigrad;

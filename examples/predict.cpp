@@ -19,7 +19,7 @@ int main(int argc, char** argv) try {
   Tensor img = io::load_image(argv[2], 1);  // grayscale, [0, 1]
   MG_CHECK(img.size(1) == 28 && img.size(2) == 28, "predict: expected a 28x28 image, got ", img.size(2), "x", img.size(1));
   NoGradGuard ng;
-  Tensor x = div(sub(img.unsqueeze(0), 0.2860), 0.3530);
+  Tensor x = div(sub(img.unsqueeze(0), examples::kFashionMean), examples::kFashionStd);
   Tensor p = softmax((*model)(x), 1)[0];
   static const char* names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                   "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};

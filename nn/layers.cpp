@@ -10,7 +10,12 @@
 namespace minigrad::nn {
 
 namespace {
-// PyTorch's default: weight kaiming_uniform(a = sqrt(5)), bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+void check_positive(const char* layer, const char* what, int64_t v) {
+  MG_CHECK(v > 0, layer, ": ", what, " must be positive, got ", v);
+}
+}  // namespace
+
+namespace detail {
 void default_init(const Tensor& w, const Tensor& b) {
   init::kaiming_uniform_(w, std::sqrt(5.0));
   if (b.defined()) {
@@ -18,10 +23,31 @@ void default_init(const Tensor& w, const Tensor& b) {
     init::uniform_(b, -bound, bound);
   }
 }
-void check_positive(const char* layer, const char* what, int64_t v) {
-  MG_CHECK(v > 0, layer, ": ", what, " must be positive, got ", v);
+
+void make_conv_weight(Module& m, const char* layer, int64_t in, int64_t out, Pair2 k, int64_t groups,
+                      bool with_bias, Tensor& weight, Tensor& bias) {
+  check_positive(layer, "in_channels", in);
+  check_positive(layer, "out_channels", out);
+  check_positive(layer, "groups", groups);
+  MG_CHECK(in % groups == 0 && out % groups == 0, layer, ": groups=", groups, " must divide in_channels=", in,
+           " and out_channels=", out);
+  MG_CHECK(k.h > 0 && k.w > 0, layer, ": kernel_size must be positive, got (", k.h, ", ", k.w, ")");
+  weight = m.register_parameter("weight", empty({out, in / groups, k.h, k.w}));
+  if (with_bias) bias = m.register_parameter("bias", empty({out}));
+  default_init(weight, bias);
 }
-}  // namespace
+
+void print_conv_geometry(std::ostream& os, const char* layer, const Tensor& w, int64_t groups, Pair2 stride,
+                         const Padding2& padding) {
+  os << layer << "(" << w.size(1) * groups << ", " << w.size(0) << ", kernel_size=(" << w.size(2) << ", "
+     << w.size(3) << "), stride=(" << stride.h << ", " << stride.w << ")";
+  if (padding.mode == Padding2::Mode::Same) os << ", padding=same";
+  else if (padding.h || padding.w) os << ", padding=(" << padding.h << ", " << padding.w << ")";
+  if (groups != 1) os << ", groups=" << groups;
+}
+}  // namespace detail
+
+using detail::default_init;
 
 Linear::Linear(int64_t in, int64_t out, bool with_bias) : Module("Linear") {
   check_positive("Linear", "in_features", in);
@@ -45,27 +71,13 @@ void Linear::pretty_print(std::ostream& os) const {
 
 Conv2d::Conv2d(int64_t in, int64_t out, Pair2 k, minigrad::Conv2dOptions o, bool with_bias)
     : Module("Conv2d"), options(o) {
-  check_positive("Conv2d", "in_channels", in);
-  check_positive("Conv2d", "out_channels", out);
-  check_positive("Conv2d", "groups", o.groups);
-  MG_CHECK(in % o.groups == 0 && out % o.groups == 0, "Conv2d: groups=", o.groups, " must divide in_channels=",
-           in, " and out_channels=", out);
-  MG_CHECK(k.h > 0 && k.w > 0, "Conv2d: kernel_size must be positive, got (", k.h, ", ", k.w, ")");
-  weight = register_parameter("weight", empty({out, in / o.groups, k.h, k.w}));
-  if (with_bias) bias = register_parameter("bias", empty({out}));
-  default_init(weight, bias);
+  detail::make_conv_weight(*this, "Conv2d", in, out, k, o.groups, with_bias, weight, bias);
 }
 
 Tensor Conv2d::forward(const Tensor& x) { return conv2d(x, weight, bias, options); }
 
 void Conv2d::pretty_print(std::ostream& os) const {
-  os << "Conv2d(" << weight.size(1) * options.groups << ", " << weight.size(0) << ", kernel_size=("
-     << weight.size(2) << ", " << weight.size(3) << "), stride=(" << options.stride.h << ", "
-     << options.stride.w << ")";
-  if (options.padding.mode == Padding2::Mode::Same) os << ", padding=same";
-  else if (options.padding.h || options.padding.w)
-    os << ", padding=(" << options.padding.h << ", " << options.padding.w << ")";
-  if (options.groups != 1) os << ", groups=" << options.groups;
+  detail::print_conv_geometry(os, "Conv2d", weight, options.groups, options.stride, options.padding);
   os << ")";
 }
 

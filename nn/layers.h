@@ -8,6 +8,21 @@
 
 namespace minigrad::nn {
 
+namespace detail {
+// PyTorch's default for Linear and convolutions: weight kaiming_uniform(a = sqrt(5)), bias (if
+// defined) U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+void default_init(const Tensor& w, const Tensor& b);
+// Checks the channel counts, groups and kernel (errors name `layer`), registers the weight
+// (out, in/groups, kh, kw) and, if asked, the bias on m, with default_init: Conv2d and the
+// open-convolution layers.
+void make_conv_weight(Module& m, const char* layer, int64_t in, int64_t out, Pair2 k, int64_t groups,
+                      bool with_bias, Tensor& weight, Tensor& bias);
+// "Layer(in, out, kernel_size=(.., ..), stride=(.., ..)[, padding=..][, groups=..]" without the
+// closing parenthesis, for pretty_print.
+void print_conv_geometry(std::ostream& os, const char* layer, const Tensor& w, int64_t groups, Pair2 stride,
+                         const Padding2& padding);
+}  // namespace detail
+
 // y = x Wᵀ + b; weight (out, in). PyTorch's default initialisation.
 class Linear : public Module {
  public:

@@ -1,42 +1,16 @@
 #include "open_layers.h"
 
 #include <cmath>
-#include <sstream>
 
 #include "../core/autograd.h"
 #include "../ops/open_conv.h"
 #include "../ops/ops.h"
-#include "init.h"
 
 namespace minigrad::nn {
 
 namespace {
-
-// Checks the channel counts and kernel, creates the weight (out, in/groups, kh, kw) with PyTorch's
-// conv initialisation and, if asked, the bias.
-void make_weight(Module& m, const char* layer, int64_t in, int64_t out, Pair2 k, int64_t groups, bool with_bias,
-                 Tensor& weight, Tensor& bias) {
-  MG_CHECK(in > 0 && out > 0, layer, ": in_channels and out_channels must be positive, got ", in, " and ", out);
-  MG_CHECK(groups > 0 && in % groups == 0 && out % groups == 0, layer, ": groups=", groups,
-           " must be positive and divide in_channels=", in, " and out_channels=", out);
-  MG_CHECK(k.h > 0 && k.w > 0, layer, ": kernel_size must be positive, got (", k.h, ", ", k.w, ")");
-  weight = m.register_parameter("weight", empty({out, in / groups, k.h, k.w}));
-  init::kaiming_uniform_(weight, std::sqrt(5.0));
-  if (with_bias) {
-    bias = m.register_parameter("bias", empty({out}));
-    const double bound = 1.0 / std::sqrt(double(init::calculate_fan_in_and_fan_out(weight).first));
-    init::uniform_(bias, -bound, bound);
-  }
-}
-
-void print_geometry(std::ostream& os, const char* layer, const Tensor& w, int64_t groups, Pair2 stride,
-                    const Padding2& padding) {
-  os << layer << "(" << w.size(1) * groups << ", " << w.size(0) << ", kernel_size=(" << w.size(2) << ", "
-     << w.size(3) << "), stride=(" << stride.h << ", " << stride.w << ")";
-  if (padding.mode == Padding2::Mode::Same) os << ", padding=same";
-  else if (padding.h || padding.w) os << ", padding=(" << padding.h << ", " << padding.w << ")";
-  if (groups != 1) os << ", groups=" << groups;
-}
+using detail::make_conv_weight;
+using detail::print_conv_geometry;
 
 template <class O>
 OpenConv2dOptions geometry(const O& o) {
@@ -48,7 +22,7 @@ OpenConv2dOptions geometry(const O& o) {
 }  // namespace
 
 AdderConv2d::AdderConv2d(int64_t in, int64_t out, Pair2 k, AdderConv2dOptions o) : Module("AdderConv2d"), options(o) {
-  make_weight(*this, "AdderConv2d", in, out, k, o.groups, o.bias, weight, bias);
+  make_conv_weight(*this, "AdderConv2d", in, out, k, o.groups, o.bias, weight, bias);
   MG_CHECK(o.eta >= 0, "AdderConv2d: eta must be >= 0 (0 turns the adaptive learning-rate scaling off), got ", o.eta);
   if (o.eta > 0) {
     // The paper's adaptive learning rate: the local gradient is rescaled to eta * sqrt(k) / ||g||
@@ -68,12 +42,12 @@ Tensor AdderConv2d::forward(const Tensor& x) {
 }
 
 void AdderConv2d::pretty_print(std::ostream& os) const {
-  print_geometry(os, "AdderConv2d", weight, options.groups, options.stride, options.padding);
+  print_conv_geometry(os, "AdderConv2d", weight, options.groups, options.stride, options.padding);
   os << ", eta=" << options.eta << (bn ? ", batch_norm" : "") << ")";
 }
 
 MorphConv2d::MorphConv2d(int64_t in, int64_t out, Pair2 k, MorphConv2dOptions o) : Module("MorphConv2d"), options(o) {
-  make_weight(*this, "MorphConv2d", in, out, k, o.groups, o.bias, weight, bias);
+  make_conv_weight(*this, "MorphConv2d", in, out, k, o.groups, o.bias, weight, bias);
 }
 
 Tensor MorphConv2d::forward(const Tensor& x) {
@@ -87,13 +61,13 @@ Tensor MorphConv2d::forward(const Tensor& x) {
 }
 
 void MorphConv2d::pretty_print(std::ostream& os) const {
-  print_geometry(os, "MorphConv2d", weight, options.groups, options.stride, options.padding);
+  print_conv_geometry(os, "MorphConv2d", weight, options.groups, options.stride, options.padding);
   os << ", " << (options.type == Morphology::Dilation ? "dilation" : "erosion") << ")";
 }
 
 KernelConv2d::KernelConv2d(int64_t in, int64_t out, Pair2 k, KernelConv2dOptions o)
     : Module("KernelConv2d"), options(o) {
-  make_weight(*this, "KernelConv2d", in, out, k, o.groups, o.bias, weight, bias);
+  make_conv_weight(*this, "KernelConv2d", in, out, k, o.groups, o.bias, weight, bias);
   if (o.kernel == Kervolution::Polynomial)
     MG_CHECK(o.degree >= 1, "KernelConv2d: the polynomial degree must be >= 1, got ", o.degree);
   else
@@ -113,13 +87,13 @@ Tensor KernelConv2d::forward(const Tensor& x) {
 }
 
 void KernelConv2d::pretty_print(std::ostream& os) const {
-  print_geometry(os, "KernelConv2d", weight, options.groups, options.stride, options.padding);
+  print_conv_geometry(os, "KernelConv2d", weight, options.groups, options.stride, options.padding);
   if (options.kernel == Kervolution::Polynomial) os << ", polynomial(degree=" << options.degree << ", c=" << options.c << "))";
   else os << ", gaussian(gamma=" << options.gamma << "))";
 }
 
 SCSConv2d::SCSConv2d(int64_t in, int64_t out, Pair2 k, SCSConv2dOptions o) : Module("SCSConv2d"), options(o) {
-  make_weight(*this, "SCSConv2d", in, out, k, o.groups, o.bias, weight, bias);
+  make_conv_weight(*this, "SCSConv2d", in, out, k, o.groups, o.bias, weight, bias);
   MG_CHECK(o.eps > 0, "SCSConv2d: eps must be > 0, got ", o.eps);
   p = register_parameter("p", full({out}, o.p_init));
   q = register_parameter("q", full({1}, o.q_init));
@@ -147,7 +121,7 @@ Tensor SCSConv2d::forward(const Tensor& x) {
 }
 
 void SCSConv2d::pretty_print(std::ostream& os) const {
-  print_geometry(os, "SCSConv2d", weight, options.groups, options.stride, options.padding);
+  print_conv_geometry(os, "SCSConv2d", weight, options.groups, options.stride, options.padding);
   os << ")";
 }
 

@@ -1,14 +1,12 @@
 // minigrad: layers built on the open convolution, each a worked example of its hooks
 // (docs/open-conv.md).
 #pragma once
-#include <cmath>
 #include <memory>
 #include <ostream>
 #include <typeinfo>
 
 #include "../ops/conv.h"
 #include "../ops/open_conv.h"
-#include "init.h"
 #include "layers.h"
 #include "module.h"
 
@@ -23,20 +21,8 @@ class OpenConv2d : public Module {
   OpenConv2d(int64_t in_channels, int64_t out_channels, Pair2 kernel_size, OpenConv2dOptions opts = {},
              bool with_bias = true, Combine comb = {}, ReduceFn red = {})
       : Module("OpenConv2d"), options(std::move(opts)), combine_(comb), reduce_(red) {
-    MG_CHECK(in_channels > 0 && out_channels > 0 && options.groups > 0 && in_channels % options.groups == 0 &&
-                 out_channels % options.groups == 0,
-             "OpenConv2d: in_channels=", in_channels, " and out_channels=", out_channels,
-             " must be positive and divisible by groups=", options.groups);
-    MG_CHECK(kernel_size.h > 0 && kernel_size.w > 0, "OpenConv2d: kernel_size must be positive, got (",
-             kernel_size.h, ", ", kernel_size.w, ")");
-    weight = register_parameter("weight", empty({out_channels, in_channels / options.groups, kernel_size.h,
-                                                 kernel_size.w}));
-    init::kaiming_uniform_(weight, std::sqrt(5.0));
-    if (with_bias) {
-      bias = register_parameter("bias", empty({out_channels}));
-      const double bound = 1.0 / std::sqrt(double(init::calculate_fan_in_and_fan_out(weight).first));
-      init::uniform_(bias, -bound, bound);
-    }
+    detail::make_conv_weight(*this, "OpenConv2d", in_channels, out_channels, kernel_size, options.groups,
+                             with_bias, weight, bias);
   }
   Tensor forward(const Tensor& x) override {
     if constexpr (std::is_same_v<ReduceFn, reduce::Sum>) return open_conv2d(x, weight, bias, combine_, options);

@@ -21,10 +21,14 @@ Tensor run_patch_hook(const TensorFn& patch, const Tensor& cols) {
   return out;
 }
 
+void gemm_into(const Tensor& out, const Tensor& a, const Tensor& b, double alpha, double beta) {
+  backend_for(out.device()).gemm(out.unsqueeze(0), a.unsqueeze(0), b.unsqueeze(0), alpha, beta);
+}
+
 void gemm_forward_tile(const Tensor& P, const Tensor& w, const Tensor& out, const Plan& p) {
   Tensor w2 = w.view({p.Cout, p.K});
   for (int64_t g = 0; g < p.G; ++g)
-    out.narrow(0, g * p.Og, p.Og).copy_(mm(w2.narrow(0, g * p.Og, p.Og), P.narrow(0, g * p.K, p.K)));
+    gemm_into(out.narrow(0, g * p.Og, p.Og), w2.narrow(0, g * p.Og, p.Og), P.narrow(0, g * p.K, p.K), 1.0, 0.0);
 }
 
 void gemm_backward_tile(const Tensor& P, const Tensor& w, const Tensor& gy, const Tensor& dw, const Tensor& dP,
@@ -33,8 +37,8 @@ void gemm_backward_tile(const Tensor& P, const Tensor& w, const Tensor& gy, cons
   Tensor dw2 = dw.defined() ? dw.view({p.Cout, p.K}) : Tensor();
   for (int64_t g = 0; g < p.G; ++g) {
     Tensor gyg = gy.narrow(0, g * p.Og, p.Og), Pg = P.narrow(0, g * p.K, p.K);
-    if (dw2.defined()) dw2.narrow(0, g * p.Og, p.Og).add_(mm(gyg, Pg.t()));
-    if (dP.defined()) dP.narrow(0, g * p.K, p.K).copy_(mm(w2.narrow(0, g * p.Og, p.Og).t(), gyg));
+    if (dw2.defined()) gemm_into(dw2.narrow(0, g * p.Og, p.Og), gyg, Pg.t(), 1.0, 1.0);
+    if (dP.defined()) gemm_into(dP.narrow(0, g * p.K, p.K), w2.narrow(0, g * p.Og, p.Og).t(), gyg, 1.0, 0.0);
   }
 }
 
@@ -47,14 +51,6 @@ void check_separable_sample(const std::string& name, double x, double w, double 
   MG_CHECK(std::abs(combined - separated) <= 1e-9 * (1.0 + std::abs(combined)), "open_conv2d: combine functor ",
            name, " declares a separable form sum_i f(i, x) * g(i, w) that disagrees with its operator() at x=", x,
            ", w=", w, ": ", separated, " vs ", combined);
-}
-
-}  // namespace minigrad::open_conv_detail
-
-namespace minigrad::open_conv_detail {
-
-void gemm_into(const Tensor& out, const Tensor& a, const Tensor& b, double alpha, double beta) {
-  backend_for(out.device()).gemm(out.unsqueeze(0), a.unsqueeze(0), b.unsqueeze(0), alpha, beta);
 }
 
 }  // namespace minigrad::open_conv_detail

@@ -399,6 +399,8 @@ void check_cpu(const Tensor& x);
 // Runs the patch hook on one tile of columns (rows, L), shown to it as (1, rows, L); checks that
 // it kept the shape, dtype and device. Returns the hook's result (1, rows, L).
 Tensor run_patch_hook(const TensorFn& patch, const Tensor& cols);
+// out = alpha * a . b + beta * out on 2-D views (out with contiguous rows), through the backend.
+void gemm_into(const Tensor& out, const Tensor& a, const Tensor& b, double alpha, double beta);
 // Multiply + sum on one tile, by GEMM per group: out (Cout, L) = W_g (Og, K) . P_g (K, L).
 void gemm_forward_tile(const Tensor& P, const Tensor& w, const Tensor& out, const Plan& p);
 // Its backward: dW_g += gy_g . P_gᵀ (when dw is defined), dP_g = W_gᵀ . gy_g (when dP is).
@@ -411,24 +413,21 @@ void check_separable_sample(const std::string& name, double x, double w, double 
 
 // Path 2, the separable combine: sum_k combine(c, w) = sum_i sum_k f_i(c) g_i(w), so each term is
 // a GEMM G_i (Og, K) . F_i (K, L) per group on the same tile of columns as the fused kernel (the
-// zero padding is then exact, and a patch hook applies unchanged). Two cheap cases skip the GEMM:
-// a term whose f_i is constant on the tile (RBF's -1 * w^2) adds f_i * rowsum(G_i), and a term
-// whose g_i is constant and the same for every output channel of a group (RBF's -x^2 * 1) is one
-// row per group, a GEMV. Both are checked on the actual values, so they are exact.
-template <class T, class C>
-struct SeparablePlan {
-  struct Term {
-    Tensor G;          // g_i(W) (Cout, K)
-    Tensor dG;         // its derivative g_i'(W), when W needs a gradient and g_i varies
-    Tensor rowsum;     // sum_k G (Cout)
-    bool row = false;  // g_i constant and equal across each group's rows
-  };
-  std::vector<Term> terms;
+// zero padding is then exact, and a patch hook applies unchanged). Three shortcuts, each checked
+// on the actual values so they stay exact: a term whose f_i is constant on the tile adds
+// f_i * rowsum(G_i) (no GEMM); a linear f_i = a x + b runs the GEMM on the columns themselves with
+// alpha = a; a term whose g_i is constant and the same for every output channel of a group (RBF's
+// -x^2 * 1) is one fused row sum per group.
+struct SeparableTerm {
+  Tensor G;          // g_i(W) (Cout, K)
+  Tensor dG;         // its derivative g_i'(W), when W needs a gradient and g_i varies
+  Tensor rowsum;     // sum_k G (Cout)
+  bool row = false;  // g_i constant and equal across each group's rows
 };
 
-template <class T, class C>
-SeparablePlan<T, C> plan_separable(const C& comb, const Tensor& w, const Plan& p, bool need_dw) {
-  SeparablePlan<T, C> sp;
+// Checks the declared separable form against operator() at a few points (once per call, in forward).
+template <class C>
+void check_separable_form(const C& comb) {
   const std::string name = autograd::detail::demangle(typeid(C).name());
   for (double xs : {-1.5, 0.25, 2.0})
     for (double ws : {-0.75, 0.5, 1.25}) {
@@ -436,14 +435,21 @@ SeparablePlan<T, C> plan_separable(const C& comb, const Tensor& w, const Plan& p
       for (int i = 0; i < C::separable_terms; ++i) sep += double(comb.f(i, xs)) * double(comb.g(i, ws));
       check_separable_sample(name, xs, ws, double(comb(xs, ws)), sep);
     }
+}
+
+// Evaluates every term's g_i on W. Forward and backward each build their own (a pass over W), so
+// the tape keeps only x and W.
+template <class T, class C>
+std::vector<SeparableTerm> plan_separable(const C& comb, const Tensor& w, const Plan& p, bool need_dw) {
   const Tensor wc = w.detach().contiguous();
   const T* wp = wc.data_ptr<T>();
   const int64_t n = p.Cout * p.K;
+  std::vector<SeparableTerm> terms;
   for (int i = 0; i < C::separable_terms; ++i) {
-    typename SeparablePlan<T, C>::Term t;
+    SeparableTerm t;
     t.G = empty({p.Cout, p.K}, w.options());
     Tensor d = empty({p.Cout, p.K}, w.options());
-    T *gp = t.G.template data_ptr<T>(), *dp = d.template data_ptr<T>();
+    T *gp = t.G.data_ptr<T>(), *dp = d.data_ptr<T>();
     bool varies = false;
     for (int64_t j = 0; j < n; ++j) {
       const Dual2<T> r = comb.g(i, Dual2<T>{wp[j], T(1), T(0)});
@@ -454,9 +460,9 @@ SeparablePlan<T, C> plan_separable(const C& comb, const Tensor& w, const Plan& p
     if (varies && need_dw) t.dG = d;
     t.row = !varies && rows_identical(t.G, p.G);
     t.rowsum = sum(t.G, {1});
-    sp.terms.push_back(std::move(t));
+    terms.push_back(std::move(t));
   }
-  return sp;
+  return terms;
 }
 
 // How f_i behaves on one tile, checked on every value so the shortcuts stay exact:
@@ -492,18 +498,15 @@ TileTerm classify_tile(const C& comb, const T* src, int64_t n) {
   return {a == T(0) ? TileTerm::Constant : TileTerm::Linear, double(a), double(b)};
 }
 
-// out (rows x L) = alpha * a . b + beta * out on 2-D views (out contiguous rows).
-void gemm_into(const Tensor& out, const Tensor& a, const Tensor& b, double alpha, double beta);
-
 // Forward of a separable combine on one tile; kinds[i] receives how term i was run.
 template <class T, class C>
-void separable_forward_tile(const C& comb, const SeparablePlan<T, C>& sp, const Tensor& src, const Tensor& F,
+void separable_forward_tile(const C& comb, const std::vector<SeparableTerm>& terms, const Tensor& src, const Tensor& F,
                             Tensor out, const Plan& p, TileTerm* kinds) {
   out.zero_();
   const int64_t rows = p.G * p.K, L = p.L, n = rows * L;
   for_each_term<C::separable_terms>([&](auto ic) {
     constexpr int i = decltype(ic)::value;
-    const auto& t = sp.terms[size_t(i)];
+    const auto& t = terms[size_t(i)];
     const TileTerm tt = kinds[i] = classify_tile<i>(comb, src.data_ptr<T>(), n);
     if (tt.b != 0.0) out.add_(mul(t.rowsum, tt.b).view({p.Cout, 1}));  // b * sum_k G
     if (tt.kind == TileTerm::Constant) return;
@@ -511,7 +514,7 @@ void separable_forward_tile(const C& comb, const SeparablePlan<T, C>& sp, const 
       const T a = T(tt.a), b = T(tt.b);
       const bool linear = tt.kind == TileTerm::Linear;
       for (int64_t g = 0; g < p.G; ++g) {
-        const T* r = t.G.template data_ptr<T>() + g * p.Og * p.K;
+        const T* r = t.G.data_ptr<T>() + g * p.Og * p.K;
         const T* sg = src.data_ptr<T>() + g * p.K * L;
         T* o = out.data_ptr<T>() + g * p.Og * L;
 #pragma omp parallel for schedule(static) if (p.K * L >= kParallelGrain)
@@ -551,7 +554,7 @@ void separable_forward_tile(const C& comb, const SeparablePlan<T, C>& sp, const 
 // Backward on one tile: dGacc[i] (Cout, K) += gy . (f_i(src) - b)ᵀ for the terms with a W gradient;
 // dsrc (rows, L) = sum_i f_i'(src) * G_iᵀ gy. kinds: from the forward, or null to classify again.
 template <class T, class C>
-void separable_backward_tile(const C& comb, const SeparablePlan<T, C>& sp, const Tensor& src, const Tensor& gy,
+void separable_backward_tile(const C& comb, const std::vector<SeparableTerm>& terms, const Tensor& src, const Tensor& gy,
                              std::vector<Tensor>& dGacc, Tensor dsrc, const Tensor& F, const Tensor& dF,
                              const Plan& p, const TileTerm* kinds) {
   const int64_t rows = p.G * p.K, L = p.L, n = rows * L;
@@ -559,7 +562,7 @@ void separable_backward_tile(const C& comb, const SeparablePlan<T, C>& sp, const
   Tensor gsum;  // sum_q gy (Cout, 1), for the constant parts
   for_each_term<C::separable_terms>([&](auto ic) {
     constexpr int i = decltype(ic)::value;
-    const auto& t = sp.terms[size_t(i)];
+    const auto& t = terms[size_t(i)];
     const TileTerm tt = kinds ? kinds[i] : classify_tile<i>(comb, src.data_ptr<T>(), n);
     if (t.dG.defined() && tt.b != 0.0) {  // d/dG of b * rowsum(G)
       if (!gsum.defined()) gsum = sum(gy, {1}, true);
@@ -606,7 +609,7 @@ void separable_backward_tile(const C& comb, const SeparablePlan<T, C>& sp, const
       // dsrc[k, q] += f'(src[k, q]) r[k] s[q], s = the group's sum over outputs of gy
       Tensor sg = sum(gyg, {0});
       const T* sq = sg.data_ptr<T>();
-      const T* r = t.G.template data_ptr<T>() + g * p.Og * p.K;
+      const T* r = t.G.data_ptr<T>() + g * p.Og * p.K;
       const T* s0 = src.data_ptr<T>() + g * p.K * L;
       const T a = T(tt.a);
 #pragma omp parallel for schedule(static) if (p.K * L >= kParallelGrain)
@@ -655,6 +658,7 @@ Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bia
     else return 0;
   }();
   auto kinds = std::make_shared<std::vector<TileTerm>>(size_t(x.size(0) * C_terms));
+  if constexpr (kSeparable) check_separable_form(comb);
   check_cpu(x);
   Plan p{g, x.size(0), o.groups, w.size(0) / o.groups, g.rows() / o.groups, g.Ho * g.Wo, w.size(0)};
   Tensor xd = x.detach().contiguous(), wd = w.detach().contiguous();
@@ -663,10 +667,10 @@ Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bia
     using T = typename decltype(tag)::type;
     Backend& be = backend_for(x.device());
     Tensor cols = empty({g.rows(), p.L}, x.options());
-    SeparablePlan<T, Combine> sp;
+    std::vector<SeparableTerm> terms;
     Tensor F;
     if constexpr (kSeparable) {
-      sp = plan_separable<T>(comb, wd, p, false);
+      terms = plan_separable<T>(comb, wd, p, false);
       F = empty({g.rows(), p.L}, x.options());
     }
     for (int64_t n = 0; n < p.N; ++n) {
@@ -679,7 +683,7 @@ Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bia
       Tensor on = out.select(0, n).view({p.Cout, p.L});
       if constexpr (kSum && kMul) gemm_forward_tile(src, wd, on, p);
       else if constexpr (kSeparable)
-        separable_forward_tile<T>(comb, sp, src, F, on, p, kinds->data() + n * C_terms);
+        separable_forward_tile<T>(comb, terms, src, F, on, p, kinds->data() + n * C_terms);
       else forward_image<T>(comb, red, src.template data_ptr<T>(), wd.data_ptr<T>(), on.data_ptr<T>(), p);
     }
   });
@@ -709,14 +713,14 @@ Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bia
           Tensor win = std::is_same_v<Red, reduce::Max> || std::is_same_v<Red, reduce::Min>
                            ? empty({p.Cout * p.L / 2 + 1}, kInt64)  // int32 scratch
                            : Tensor();
-          SeparablePlan<T, Combine> sp;
+          std::vector<SeparableTerm> terms;
           Tensor F, dF;
           std::vector<Tensor> dG;
           if constexpr (kSeparable) {
-            sp = plan_separable<T>(comb, wv, p, gw);
+            terms = plan_separable<T>(comb, wv, p, gw);
             F = empty({rows, p.L}, xv.options());
             dF = empty({rows, p.L}, xv.options());
-            for (const auto& t : sp.terms) dG.push_back(t.dG.defined() ? zeros({p.Cout, p.K}, xv.options()) : Tensor());
+            for (const auto& t : terms) dG.push_back(t.dG.defined() ? zeros({p.Cout, p.K}, xv.options()) : Tensor());
           }
           for (int64_t n = 0; n < p.N; ++n) {
             be.im2col(cols, xv.narrow(0, n, 1), g);
@@ -734,7 +738,7 @@ Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bia
               gemm_backward_tile(src, wv, gyn, dw, want_dsrc ? dsrc : Tensor(), p);
             } else if constexpr (kSeparable) {
               // Without a patch hook the columns are the forward's, so its classification holds.
-              separable_backward_tile<T>(comb, sp, src, gyn, dG, want_dsrc ? dsrc : Tensor(), F, dF, p,
+              separable_backward_tile<T>(comb, terms, src, gyn, dG, want_dsrc ? dsrc : Tensor(), F, dF, p,
                                          patch ? nullptr : kinds->data() + n * C_terms);
             } else {
               backward_image<T>(comb, red, src.template data_ptr<T>(), wv.data_ptr<T>(), gyn.data_ptr<T>(),
@@ -753,7 +757,7 @@ Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bia
             if (gx) be.col2im(dx.narrow(0, n, 1), dcols, g);
           }
           for (size_t i = 0; i < dG.size(); ++i)  // dW = sum_i dL/dG_i * g_i'(W)
-            if (dG[i].defined()) dw.view({p.Cout, p.K}).add_(mul(dG[i], sp.terms[i].dG));
+            if (dG[i].defined()) dw.view({p.Cout, p.K}).add_(mul(dG[i], terms[i].dG));
         });
         return std::vector<Tensor>{dx, dw};
       });
