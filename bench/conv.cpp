@@ -40,7 +40,8 @@ int main(int argc, char** argv) {
   if (argc > 1) set_num_threads(std::atoi(argv[1]));
   const bool raw = argc > 2 && std::string(argv[2]) == "--raw";
   if (!raw) {
-    std::printf("threads: %d, conv workspace limit: %zu MiB\n\n", get_num_threads(), conv_workspace_limit() >> 20);
+    std::printf("threads: %d, conv workspace limit: %zu MiB, OpenBLAS kernels: %s\n\n", get_num_threads(),
+                conv_workspace_limit() >> 20, blas_kernel_name().c_str());
     std::printf("| layer | fwd+bwd ms | GFLOP/s | sgemm GFLOP/s (same GEMMs) | conv / sgemm time |\n|---|---|---|---|---|\n");
   }
   const std::vector<Layer> layers = {{"lenet1", "LeNet conv1 1->6 5x5 28x28 pad 2", 64, 1, 28, 28, 6, 5, 2},

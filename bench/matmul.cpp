@@ -1,6 +1,6 @@
 // matmul through minigrad against a direct cblas_sgemm of the same size, side by side in one run.
 // minigrad's figure includes everything a user pays: checks, output allocation, dispatch.
-// Usage: bench_matmul [threads]   (default: all cores)
+// Usage: bench_matmul [threads]   (default: all cores);  bench_matmul --core: the OpenBLAS kernel set
 #include <cblas.h>
 #include <minigrad/minigrad.h>
 
@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 using namespace minigrad;
@@ -26,8 +27,12 @@ double median(std::vector<double> v) {
 }
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "--core") {  // just the OpenBLAS kernel set, for bench/run.sh
+    std::printf("%s\n", blas_kernel_name().c_str());
+    return 0;
+  }
   if (argc > 1) set_num_threads(std::atoi(argv[1]));
-  std::printf("threads: %d\n\n", get_num_threads());
+  std::printf("threads: %d, OpenBLAS kernels: %s\n\n", get_num_threads(), blas_kernel_name().c_str());
   std::printf("| n | cblas_sgemm ms | minigrad matmul ms | cblas GFLOP/s | minigrad GFLOP/s | minigrad / cblas |\n");
   std::printf("|---|---|---|---|---|---|\n");
   // The last row multiplies a transposed view: minigrad must hand it to BLAS as a flag, not copy it.

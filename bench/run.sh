@@ -15,6 +15,9 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
+# OpenBLAS picks its kernels from the CPU unless OPENBLAS_CORETYPE names them; both sides (minigrad
+# and LibTorch's im2col path) load the same libopenblas, so they run the same kernels.
+echo "OpenBLAS kernels: $(build/release/bench_matmul --core) (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset})"
 echo
 echo "### conv2d forward+backward, batch 64, $T threads (median ms)"
 build/release/bench_conv "$T" --raw >"$tmp/mg"

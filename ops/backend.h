@@ -67,6 +67,16 @@ class Backend {
   virtual void im2col(const Tensor& cols, const Tensor& x, const Conv2dGeometry& g) = 0;
   // col2im, the adjoint: x (T, C, H, W) = the sum of cols' entries over every place each came from.
   virtual void col2im(const Tensor& x, const Tensor& cols, const Conv2dGeometry& g) = 0;
+  // Direct stride-1 convolution without columns (g.sh == g.sw == 1), all tensors contiguous:
+  // y (N, Cout, Ho, Wo) = conv(x (N, C, H, W), w (Cout, C/groups, kh, kw)), no bias;
+  // dx (N, C, H, W) = its data gradient from gy (N, Cout, Ho, Wo);
+  // dw += its weight gradient from gy and x.
+  virtual void conv2d_direct(const Tensor& y, const Tensor& x, const Tensor& w, const Conv2dGeometry& g,
+                             int64_t groups) = 0;
+  virtual void conv2d_direct_data(const Tensor& dx, const Tensor& gy, const Tensor& w,
+                                  const Conv2dGeometry& g, int64_t groups) = 0;
+  virtual void conv2d_direct_weight(const Tensor& dw, const Tensor& gy, const Tensor& x,
+                                    const Conv2dGeometry& g, int64_t groups) = 0;
   // Pooling over x (P, H, W) contiguous planes; out/indices (P, Ho, Wo); indices are h*W + w.
   virtual void max_pool2d(const Tensor& out, const Tensor& indices, const Tensor& x,
                           const Pool2dGeometry& g) = 0;

@@ -21,6 +21,7 @@ Padding2::Padding2(const std::string& m) {
 namespace {
 
 std::atomic<size_t> g_workspace_limit{size_t(8) << 20};
+std::atomic<ConvAlgorithm> g_algorithm{ConvAlgorithm::Auto};
 
 void check_pair(const char* op, const char* what, Pair2 p, int64_t min) {
   MG_CHECK(p.h >= min && p.w >= min, op, ": ", what, " must be ", min == 0 ? ">= 0" : "positive",
@@ -48,6 +49,10 @@ ConvPlan make_plan(int64_t N, int64_t G, int64_t Og, const Conv2dGeometry& g) {
   return p;
 }
 
+// Auto's choice: the direct kernels win where the GEMMs are small in their output channels (M =
+// Og, few rows per packed panel) or in their depth (K = Cg*kh*kw); measured in bench_conv.
+bool direct_is_faster(const ConvPlan& p) { return p.Og <= 16 || p.K() <= 32; }
+
 void gemm2(const Tensor& out, const Tensor& a, const Tensor& b, double beta) {
   backend_for(out.device()).gemm(out.unsqueeze(0), a.unsqueeze(0), b.unsqueeze(0), 1.0, beta);
 }
@@ -62,9 +67,22 @@ Tensor carve(const Tensor& buf, int64_t rows, int64_t cols) {
 //   forward:  yout_g   = W_g   @ cols_g               where cols = im2col(ximg)
 //   weight:   dw_g    += ysrc_g @ cols_gᵀ  (beta = 1)
 //   data:     dcols_g  = W_gᵀ  @ ysrc_g,  xout = col2im(dcols)
+bool use_direct(const ConvPlan& p, Device d) {
+  const ConvAlgorithm a = conv_algorithm();
+  if (a == ConvAlgorithm::Gemm || !d.is_cpu() || p.g.sh != 1 || p.g.sw != 1 || p.one_by_one) return false;
+  if (a == ConvAlgorithm::Direct) return true;
+  return direct_is_faster(p);
+}
+
 void conv_core(const ConvPlan& p, const Tensor& w, const Tensor& ximg, const Tensor& ysrc,
                const Tensor& yout, const Tensor& dw, const Tensor& xout) {
   Backend& be = backend_for(w.device());
+  if (use_direct(p, w.device())) {  // the same three products, without columns
+    if (yout.defined()) be.conv2d_direct(yout, ximg, w, p.g, p.G);
+    if (dw.defined()) be.conv2d_direct_weight(dw, ysrc, ximg, p.g, p.G);
+    if (xout.defined()) be.conv2d_direct_data(xout, ysrc, w, p.g, p.G);
+    return;
+  }
   const int64_t G = p.G, Og = p.Og, K = p.K(), L = p.L(), rows = p.g.rows(), Y = G * Og;
   const bool need_cols = yout.defined() || dw.defined();
   const bool need_dcols = xout.defined();
@@ -157,6 +175,8 @@ void check_conv_args(const char* op, const Tensor& x, const Tensor& w, const Ten
 }  // namespace
 
 void set_conv_workspace_limit(size_t bytes) { g_workspace_limit = bytes; }
+void set_conv_algorithm(ConvAlgorithm a) { g_algorithm = a; }
+ConvAlgorithm conv_algorithm() { return g_algorithm; }
 size_t conv_workspace_limit() { return g_workspace_limit; }
 
 // ---- unfold / fold

@@ -80,4 +80,13 @@ Conv2dGeometry conv2d_geometry(const char* op, const Tensor& x, const Tensor& w,
 void set_conv_workspace_limit(size_t bytes);
 size_t conv_workspace_limit();
 
+// How conv2d and conv_transpose2d compute on the CPU. Auto (the default) picks per layer: a direct
+// convolution (no columns, output channels and positions blocked in registers) for stride-1 convs
+// with few channels, where unfold + GEMM spends its time in im2col and tiny GEMMs, and unfold + GEMM
+// otherwise. Gemm and Direct force one (Direct only applies to stride 1; other convs use Gemm).
+// Every choice computes the same function and gradients; tests run each.
+enum class ConvAlgorithm { Auto, Gemm, Direct };
+void set_conv_algorithm(ConvAlgorithm a);
+ConvAlgorithm conv_algorithm();
+
 }  // namespace minigrad

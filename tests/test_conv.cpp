@@ -47,11 +47,25 @@ const std::vector<ConvCfg> kConvCases = {
     {2, 3, 5, 5, 2, 5, 5, 1, 1, "valid", 1},           // kernel = input
     {3, 4, 5, 4, 6, 1, 1, 1, 1, 0, 2},                 // 1x1: no columns
     {2, 3, 8, 8, 4, 1, 1, 2, 1, 0, 1},                 // 1x1 with stride: columns
+    {2, 3, 5, 19, 11, 3, 3, 1, 1, 1, 1},               // rows wider than a register block, 8+3 outputs
+    {1, 2, 6, 7, 3, 2, 3, 1, {2, 1}, {3, 1}, 1},       // padding beyond the dilated kernel
 };
+
+// Runs body once per CPU conv algorithm (and restores the default).
+template <class F>
+void for_each_algorithm(F&& body) {
+  for (ConvAlgorithm a : {ConvAlgorithm::Gemm, ConvAlgorithm::Direct, ConvAlgorithm::Auto}) {
+    CAPTURE(int(a));
+    set_conv_algorithm(a);
+    body();
+  }
+  set_conv_algorithm(ConvAlgorithm::Auto);
+}
 
 }  // namespace
 
-TEST_CASE("conv2d matches the direct 7-loop conv, for every tile size") {
+TEST_CASE("conv2d matches the direct 7-loop conv, for every tile size and algorithm") {
+  for_each_algorithm([&] {
   for (Device dev : devices())
     for (size_t ci = 0; ci < kConvCases.size(); ++ci) {
       const ConvCfg& c = kConvCases[ci];
@@ -86,6 +100,27 @@ TEST_CASE("conv2d matches the direct 7-loop conv, for every tile size") {
       check_close(vals(conv2d(x.detach().to(kFloat32), w.detach().to(kFloat32), b.detach().to(kFloat32), o)),
                   want, 1e-4);
     }
+  });
+}
+
+TEST_CASE("conv2d: the direct algorithm agrees with unfold + GEMM on LeNet's layers, float32") {
+  for (ConvCfg c : {ConvCfg{4, 1, 28, 28, 6, 5, 5, 1, 1, 2, 1}, ConvCfg{4, 6, 14, 14, 16, 5, 5, 1, 1, 0, 1}}) {
+    Tensor x = randn({c.N, c.C, c.H, c.W}, requires_grad()), w = randn({c.Cout, c.C, c.kh, c.kw}, requires_grad());
+    Tensor y[2], gx[2], gw[2], gy = randn({c.N, c.Cout, c.H + 2 * c.padding.h - 4, c.W + 2 * c.padding.w - 4});
+    for (int a = 0; a < 2; ++a) {
+      set_conv_algorithm(a ? ConvAlgorithm::Direct : ConvAlgorithm::Gemm);
+      x.zero_grad();
+      w.zero_grad();
+      y[a] = conv2d(x, w, {}, {.padding = c.padding});
+      sum(y[a] * gy).backward();
+      gx[a] = x.grad().clone();
+      gw[a] = w.grad().clone();
+    }
+    set_conv_algorithm(ConvAlgorithm::Auto);
+    check_close(vals(y[1]), vals(y[0]), 1e-4);
+    check_close(vals(gx[1]), vals(gx[0]), 1e-4);
+    check_close(vals(gw[1]), vals(gw[0]), 2e-3);  // sums over 4*784 positions in float32
+  }
 }
 
 TEST_CASE("conv2d: only the inputs that need a gradient get one") {
@@ -157,7 +192,9 @@ TEST_CASE("conv_transpose2d matches a direct scatter and is conv2d's data gradie
       {2, 4, 3, 4, 3, 3, 3, 2, 1, 1, 1, 2},
       {1, 2, 4, 3, 2, 2, 3, {1, 2}, 0, {0, 1}, 1, 1},
       {2, 3, 3, 3, 2, 3, 2, 1, {1, 0}, 0, 2, 1},
+      {2, 4, 5, 6, 3, 3, 3, 1, 1, 0, 1, 2},  // stride 1, groups: the direct algorithm's case
   };
+  for_each_algorithm([&] {
   for (Device dev : devices())
     for (const Cfg& c : cases) {
       CAPTURE(dev);
@@ -189,6 +226,7 @@ TEST_CASE("conv_transpose2d matches a direct scatter and is conv2d's data gradie
       check_close(vals(y), want, 1e-12);
       CHECK_GRAD([&](const std::vector<Tensor>& in) { return conv_transpose2d(in[0], in[1], in[2], o); }, x, w, b);
     }
+  });
   CHECK_ERROR(conv_transpose2d(ones({1, 3, 4, 4}), ones({2, 2, 3, 3})), "conv_transpose2d", "3 channels", "expects 2");
   CHECK_ERROR(conv_transpose2d(ones({1, 2, 4, 4}), ones({2, 2, 3, 3}), {}, {.stride = 2, .output_padding = 2}),
               "conv_transpose2d", "output_padding");
@@ -212,5 +250,16 @@ TEST_CASE("a conv training step's peak memory is inputs + outputs + params + wor
   CHECK(peak <= io + workspace + 64 * 1024);
   const int64_t full_cols = 16LL * 288 * 576 * 4;
   CHECK(peak < io + full_cols / 4);
+  // The direct algorithm allocates no columns at all: only the outputs and gradients.
+  set_conv_algorithm(ConvAlgorithm::Direct);
+  w.zero_grad();
+  b.zero_grad();
+  empty_cache();
+  reset_peak_memory_stats();
+  const int64_t base2 = memory_stats().current_bytes;
+  Tensor y2 = conv2d(x, w, b, {.padding = 1});
+  sum(y2).backward();
+  CHECK(memory_stats().peak_bytes - base2 <= io + 64 * 1024);
+  set_conv_algorithm(ConvAlgorithm::Auto);
   set_conv_workspace_limit(saved);
 }

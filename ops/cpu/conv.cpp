@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "cpu_backend.h"
 #include "loops.h"
@@ -92,6 +93,214 @@ void CpuBackend::col2im(const Tensor& x, const Tensor& cols, const Conv2dGeometr
   visit_floating(x.dtype(), "col2im", [&](auto tag) {
     using T = typename decltype(tag)::type;
     col2im_impl<T>(x.data_ptr<T>(), cols.data_ptr<T>(), cols.stride(0), x.size(0), g);
+  });
+}
+
+}  // namespace minigrad::cpu
+
+// ---- direct convolution (stride 1)
+//
+// For convs with few channels the GEMMs of unfold + GEMM are tiny and im2col's traffic dominates.
+// These kernels read a zero-padded copy of one image at a time (no columns) and keep a block of
+// output channels times V output positions in registers: for each tap, one load of V inputs feeds
+// OB fused multiply-adds. The data gradient of a stride-1 conv is itself such a conv (of the
+// zero-padded output gradient with the kernel flipped and in/out channels swapped), so it reuses
+// the forward kernel; the weight gradient keeps per-thread sums, added up at the end (no atomics).
+
+namespace minigrad::cpu {
+
+namespace {
+
+constexpr int V = 16;    // output positions per register block
+constexpr int kOB = 8;   // output channels per register block
+
+inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+// dst (C, Hp, Wp) = src (C, H, W) shifted down by pt rows and right by pl columns, zeros elsewhere
+// (negative pt/pl crop).
+template <class T>
+void pad_planes(T* dst, const T* src, int64_t C, int64_t H, int64_t W, int64_t pt, int64_t pl, int64_t Hp,
+                int64_t Wp) {
+  const int64_t c0 = std::max<int64_t>(0, -pl), c1 = std::min<int64_t>(W, Wp - pl);
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t r = 0; r < Hp; ++r) {
+      T* d = dst + (c * Hp + r) * Wp;
+      const int64_t sr = r - pt;
+      std::fill(d, d + Wp, T(0));
+      if (sr < 0 || sr >= H || c1 <= c0) continue;
+      std::copy(src + (c * H + sr) * W + c0, src + (c * H + sr) * W + c1, d + c0 + pl);
+    }
+}
+
+// One image, one group, OB output channels: y[o][oh][ow] = sum over c, i, j of
+// wr[((c*kh + i)*kw + j)*Og + o] * xp[c][oh + i*dh][ow + j*dw].
+template <class T, int OB>
+void direct_block(T* y, int64_t y_plane, const T* xp, int64_t Hp, int64_t Wp, const T* wr, int64_t Og,
+                  int64_t Cg, const Conv2dGeometry& g) {
+  for (int64_t oh = 0; oh < g.Ho; ++oh)
+    for (int64_t ow0 = 0; ow0 < g.Wo; ow0 += V) {
+      T acc[OB][V] = {};
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t i = 0; i < g.kh; ++i) {
+          const T* xr = xp + (c * Hp + oh + i * g.dh) * Wp + ow0;
+          const T* wi = wr + (c * g.kh + i) * g.kw * Og;
+          for (int64_t j = 0; j < g.kw; ++j) {
+            const T* xv = xr + j * g.dw;
+            const T* wj = wi + j * Og;
+            for (int o = 0; o < OB; ++o) {
+              const T a = wj[o];
+#pragma omp simd
+              for (int l = 0; l < V; ++l) acc[o][l] += a * xv[l];
+            }
+          }
+        }
+      const int64_t n = std::min<int64_t>(V, g.Wo - ow0);
+      for (int o = 0; o < OB; ++o) std::copy(acc[o], acc[o] + n, y + o * y_plane + oh * g.Wo + ow0);
+    }
+}
+
+// Weight-gradient block: dwr[((c*kh + i)*kw + j)*Og + o] += sum over oh, ow of
+// gyp[o][oh][ow] * xp[c][oh + i*dh][ow + j*dw] (gyp rows padded with zeros to Wq).
+template <class T, int OB>
+void direct_weight_block(T* dwr, const T* gyp, int64_t Wq, const T* xp, int64_t Hp, int64_t Wp, int64_t Og,
+                         int64_t Cg, const Conv2dGeometry& g) {
+  const int64_t gy_plane = g.Ho * Wq;
+  for (int64_t c = 0; c < Cg; ++c)
+    for (int64_t i = 0; i < g.kh; ++i)
+      for (int64_t j = 0; j < g.kw; ++j) {
+        T acc[OB][V] = {};
+        for (int64_t oh = 0; oh < g.Ho; ++oh) {
+          const T* xr = xp + (c * Hp + oh + i * g.dh) * Wp + j * g.dw;
+          const T* gr = gyp + oh * Wq;
+          for (int64_t ow0 = 0; ow0 < Wq; ow0 += V)
+            for (int o = 0; o < OB; ++o) {
+              const T* gv = gr + o * gy_plane + ow0;
+#pragma omp simd
+              for (int l = 0; l < V; ++l) acc[o][l] += gv[l] * xr[ow0 + l];
+            }
+        }
+        T* d = dwr + ((c * g.kh + i) * g.kw + j) * Og;
+        for (int o = 0; o < OB; ++o) {
+          T s = 0;
+          for (int l = 0; l < V; ++l) s += acc[o][l];
+          d[o] += s;
+        }
+      }
+}
+
+// Calls f.template operator()<nb>() for nb = 1..kOB (a compile-time register block).
+template <class F>
+void with_block(int64_t nb, F&& f) {
+  switch (nb) {
+    case 1: f.template operator()<1>(); break;
+    case 2: f.template operator()<2>(); break;
+    case 3: f.template operator()<3>(); break;
+    case 4: f.template operator()<4>(); break;
+    case 5: f.template operator()<5>(); break;
+    case 6: f.template operator()<6>(); break;
+    case 7: f.template operator()<7>(); break;
+    default: f.template operator()<8>(); break;
+  }
+}
+
+// y (N, G*Og, Ho, Wo) = the stride-1 conv of x (N, C, H, W) with repacked weights
+// wr[grp][c][i][j][o] (Og output channels per group).
+template <class T>
+void direct_forward(T* y, const T* x, const T* wr, int64_t N, int64_t G, int64_t Og, const Conv2dGeometry& g) {
+  const int64_t Cg = g.C / G, kk = g.kh * g.kw, L = g.Ho * g.Wo;
+  const int64_t Hp = g.Ho + (g.kh - 1) * g.dh, Wp = round_up(g.Wo, V) + (g.kw - 1) * g.dw;
+  const bool par = N > 1 && N * G * Og * Cg * kk * L >= kParallelGrain;
+#pragma omp parallel if (par)
+  {
+    std::vector<T> xp(size_t(g.C * Hp * Wp));
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      pad_planes(xp.data(), x + n * g.C * g.H * g.W, g.C, g.H, g.W, g.pad_h, g.pad_w, Hp, Wp);
+      for (int64_t grp = 0; grp < G; ++grp)
+        for (int64_t o0 = 0; o0 < Og; o0 += kOB)
+          with_block(std::min<int64_t>(kOB, Og - o0), [&]<int OB>() {
+            direct_block<T, OB>(y + ((n * G + grp) * Og + o0) * L, L, xp.data() + grp * Cg * Hp * Wp, Hp, Wp,
+                                wr + grp * Cg * kk * Og + o0, Og, Cg, g);
+          });
+    }
+  }
+}
+
+}  // namespace
+
+void CpuBackend::conv2d_direct(const Tensor& y, const Tensor& x, const Tensor& w, const Conv2dGeometry& g,
+                               int64_t groups) {
+  visit_floating(x.dtype(), "conv2d_direct", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const int64_t G = groups, Og = w.size(0) / G, Cg = g.C / G, kk = g.kh * g.kw;
+    const T* wp = w.data_ptr<T>();
+    std::vector<T> wr(size_t(G * Cg * kk * Og));  // [grp][c][tap][o] = w[grp*Og + o][c][tap]
+    for (int64_t grp = 0; grp < G; ++grp)
+      for (int64_t o = 0; o < Og; ++o)
+        for (int64_t c = 0; c < Cg; ++c)
+          for (int64_t t = 0; t < kk; ++t)
+            wr[((grp * Cg + c) * kk + t) * Og + o] = wp[((grp * Og + o) * Cg + c) * kk + t];
+    direct_forward<T>(y.data_ptr<T>(), x.data_ptr<T>(), wr.data(), x.size(0), G, Og, g);
+  });
+}
+
+void CpuBackend::conv2d_direct_data(const Tensor& dx, const Tensor& gy, const Tensor& w, const Conv2dGeometry& g,
+                                    int64_t groups) {
+  visit_floating(gy.dtype(), "conv2d_direct_data", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const int64_t G = groups, Og = w.size(0) / G, Cg = g.C / G, kk = g.kh * g.kw;
+    const T* wp = w.data_ptr<T>();
+    // The flipped kernel with in/out swapped, packed as a forward weight with Cg outputs per group:
+    // [grp][o][i'][j'][c] = w[grp*Og + o][c][kh-1-i'][kw-1-j'].
+    std::vector<T> wr(size_t(G * Og * kk * Cg));
+    for (int64_t grp = 0; grp < G; ++grp)
+      for (int64_t o = 0; o < Og; ++o)
+        for (int64_t c = 0; c < Cg; ++c)
+          for (int64_t t = 0; t < kk; ++t)
+            wr[((grp * Og + o) * kk + (kk - 1 - t)) * Cg + c] = wp[((grp * Og + o) * Cg + c) * kk + t];
+    Conv2dGeometry gt{G * Og, g.Ho, g.Wo, g.kh, g.kw, 1, 1, g.dh * (g.kh - 1) - g.pad_h,
+                      g.dw * (g.kw - 1) - g.pad_w, g.dh, g.dw, g.H, g.W};
+    direct_forward<T>(dx.data_ptr<T>(), gy.data_ptr<T>(), wr.data(), gy.size(0), G, Cg, gt);
+  });
+}
+
+void CpuBackend::conv2d_direct_weight(const Tensor& dw, const Tensor& gy, const Tensor& x,
+                                      const Conv2dGeometry& g, int64_t groups) {
+  visit_floating(x.dtype(), "conv2d_direct_weight", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const int64_t N = x.size(0), G = groups, Og = dw.size(0) / G, Cg = g.C / G, kk = g.kh * g.kw;
+    const int64_t Hp = g.Ho + (g.kh - 1) * g.dh, Wq = round_up(g.Wo, V), Wp = Wq + (g.kw - 1) * g.dw;
+    const int64_t Cout = G * Og, L = g.Ho * g.Wo, wsize = G * Cg * kk * Og;
+    const T* xs = x.data_ptr<T>();
+    const T* gs = gy.data_ptr<T>();
+    const bool par = N > 1 && N * Cout * Cg * kk * L >= kParallelGrain;
+    const int nt = par ? omp_get_max_threads() : 1;
+    std::vector<T> part(size_t(nt * wsize), T(0));  // per-thread sums, [grp][c][tap][o]
+#pragma omp parallel num_threads(nt)
+    {
+      T* acc = part.data() + omp_get_thread_num() * wsize;
+      std::vector<T> xp(size_t(g.C * Hp * Wp)), gyp(size_t(Cout * g.Ho * Wq));
+#pragma omp for schedule(static)
+      for (int64_t n = 0; n < N; ++n) {
+        pad_planes(xp.data(), xs + n * g.C * g.H * g.W, g.C, g.H, g.W, g.pad_h, g.pad_w, Hp, Wp);
+        pad_planes(gyp.data(), gs + n * Cout * L, Cout, g.Ho, g.Wo, 0, 0, g.Ho, Wq);
+        for (int64_t grp = 0; grp < G; ++grp)
+          for (int64_t o0 = 0; o0 < Og; o0 += kOB)
+            with_block(std::min<int64_t>(kOB, Og - o0), [&]<int OB>() {
+              direct_weight_block<T, OB>(acc + grp * Cg * kk * Og + o0, gyp.data() + (grp * Og + o0) * g.Ho * Wq,
+                                         Wq, xp.data() + grp * Cg * Hp * Wp, Hp, Wp, Og, Cg, g);
+            });
+      }
+    }
+    T* d = dw.data_ptr<T>();
+    for (int64_t grp = 0; grp < G; ++grp)
+      for (int64_t o = 0; o < Og; ++o)
+        for (int64_t c = 0; c < Cg; ++c)
+          for (int64_t t = 0; t < kk; ++t) {
+            T s = 0;
+            for (int th = 0; th < nt; ++th) s += part[size_t(th * wsize + ((grp * Cg + c) * kk + t) * Og + o)];
+            d[((grp * Og + o) * Cg + c) * kk + t] += s;
+          }
   });
 }
 

@@ -2,9 +2,17 @@
 // transpose flags with their leading dimension, without copies.
 #include <cblas.h>
 
+#include <string>
+
 #include "cpu_backend.h"
 #include "loops.h"
 #include "../ops.h"
+
+namespace minigrad {
+
+std::string blas_kernel_name() { return openblas_get_corename(); }
+
+}  // namespace minigrad
 
 namespace minigrad::cpu {
 
