@@ -159,16 +159,20 @@ void direct_block(T* y, int64_t y_plane, const T* xp, int64_t Hp, int64_t Wp, co
     }
 }
 
-// Weight-gradient block: dwr[((c*kh + i)*kw + j)*Og + o] += sum over oh, ow of
-// gyp[o][oh][ow] * xp[c][oh + i*dh][ow + j*dw] (gyp rows padded with zeros to Wq).
+// Weight-gradient block: dwv[((c*kh + i)*kw + j)*Og + o][l] += the lane-l part of the sum over
+// oh, ow of gyp[o][oh][ow] * xp[c][oh + i*dh][ow + j*dw] (gyp rows padded with zeros to Wq). The
+// lanes are added up once, after the last image: a per-tap horizontal sum would cost as much as
+// the products on small planes.
 template <class T, int OB>
-void direct_weight_block(T* dwr, const T* gyp, int64_t Wq, const T* xp, int64_t Hp, int64_t Wp, int64_t Og,
+void direct_weight_block(T* dwv, const T* gyp, int64_t Wq, const T* xp, int64_t Hp, int64_t Wp, int64_t Og,
                          int64_t Cg, const Conv2dGeometry& g) {
   const int64_t gy_plane = g.Ho * Wq;
   for (int64_t c = 0; c < Cg; ++c)
     for (int64_t i = 0; i < g.kh; ++i)
       for (int64_t j = 0; j < g.kw; ++j) {
-        T acc[OB][V] = {};
+        T* d = dwv + ((c * g.kh + i) * g.kw + j) * Og * V;
+        T acc[OB][V];
+        for (int o = 0; o < OB; ++o) std::copy(d + o * V, d + (o + 1) * V, acc[o]);
         for (int64_t oh = 0; oh < g.Ho; ++oh) {
           const T* xr = xp + (c * Hp + oh + i * g.dh) * Wp + j * g.dw;
           const T* gr = gyp + oh * Wq;
@@ -179,12 +183,7 @@ void direct_weight_block(T* dwr, const T* gyp, int64_t Wq, const T* xp, int64_t 
               for (int l = 0; l < V; ++l) acc[o][l] += gv[l] * xr[ow0 + l];
             }
         }
-        T* d = dwr + ((c * g.kh + i) * g.kw + j) * Og;
-        for (int o = 0; o < OB; ++o) {
-          T s = 0;
-          for (int l = 0; l < V; ++l) s += acc[o][l];
-          d[o] += s;
-        }
+        for (int o = 0; o < OB; ++o) std::copy(acc[o], acc[o] + V, d + o * V);
       }
 }
 
@@ -275,10 +274,10 @@ void CpuBackend::conv2d_direct_weight(const Tensor& dw, const Tensor& gy, const 
     const T* gs = gy.data_ptr<T>();
     const bool par = N > 1 && N * Cout * Cg * kk * L >= kParallelGrain;
     const int nt = par ? omp_get_max_threads() : 1;
-    std::vector<T> part(size_t(nt * wsize), T(0));  // per-thread sums, [grp][c][tap][o]
+    std::vector<T> part(size_t(nt * wsize * V), T(0));  // per-thread lane sums, [grp][c][tap][o][lane]
 #pragma omp parallel num_threads(nt)
     {
-      T* acc = part.data() + omp_get_thread_num() * wsize;
+      T* acc = part.data() + omp_get_thread_num() * wsize * V;
       std::vector<T> xp(size_t(g.C * Hp * Wp)), gyp(size_t(Cout * g.Ho * Wq));
 #pragma omp for schedule(static)
       for (int64_t n = 0; n < N; ++n) {
@@ -287,7 +286,7 @@ void CpuBackend::conv2d_direct_weight(const Tensor& dw, const Tensor& gy, const 
         for (int64_t grp = 0; grp < G; ++grp)
           for (int64_t o0 = 0; o0 < Og; o0 += kOB)
             with_block(std::min<int64_t>(kOB, Og - o0), [&]<int OB>() {
-              direct_weight_block<T, OB>(acc + grp * Cg * kk * Og + o0, gyp.data() + (grp * Og + o0) * g.Ho * Wq,
+              direct_weight_block<T, OB>(acc + (grp * Cg * kk * Og + o0) * V, gyp.data() + (grp * Og + o0) * g.Ho * Wq,
                                          Wq, xp.data() + grp * Cg * Hp * Wp, Hp, Wp, Og, Cg, g);
             });
       }
@@ -298,7 +297,10 @@ void CpuBackend::conv2d_direct_weight(const Tensor& dw, const Tensor& gy, const 
         for (int64_t c = 0; c < Cg; ++c)
           for (int64_t t = 0; t < kk; ++t) {
             T s = 0;
-            for (int th = 0; th < nt; ++th) s += part[size_t(th * wsize + ((grp * Cg + c) * kk + t) * Og + o)];
+            for (int th = 0; th < nt; ++th) {
+              const T* lanes = part.data() + (th * wsize + ((grp * Cg + c) * kk + t) * Og + o) * V;
+              for (int l = 0; l < V; ++l) s += lanes[l];
+            }
             d[((grp * Og + o) * Cg + c) * kk + t] += s;
           }
   });
