@@ -202,6 +202,23 @@ void with_block(int64_t nb, F&& f) {
   }
 }
 
+// w (G*Og, Cg, kh*kw) packed as the direct kernels' weight [grp][in][tap][out]. For the forward
+// conv in = c and out = o; for the data gradient (flipped) in = o, out = c and the taps reversed:
+// [grp][o][i'][j'][c] = w[grp*Og + o][c][kh-1-i'][kw-1-j'].
+template <class T>
+std::vector<T> pack_weight(const T* wp, int64_t G, int64_t Og, int64_t Cg, int64_t kk, bool flipped) {
+  std::vector<T> wr(size_t(G * Og * Cg * kk));
+  for (int64_t grp = 0; grp < G; ++grp)
+    for (int64_t o = 0; o < Og; ++o)
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t t = 0; t < kk; ++t) {
+          const T v = wp[((grp * Og + o) * Cg + c) * kk + t];
+          if (flipped) wr[size_t(((grp * Og + o) * kk + (kk - 1 - t)) * Cg + c)] = v;
+          else wr[size_t(((grp * Cg + c) * kk + t) * Og + o)] = v;
+        }
+  return wr;
+}
+
 // y (N, G*Og, Ho, Wo) = the stride-1 conv of x (N, C, H, W) with repacked weights
 // wr[grp][c][i][j][o] (Og output channels per group).
 template <class T>
@@ -233,12 +250,7 @@ void CpuBackend::conv2d_direct(const Tensor& y, const Tensor& x, const Tensor& w
     using T = typename decltype(tag)::type;
     const int64_t G = groups, Og = w.size(0) / G, Cg = g.C / G, kk = g.kh * g.kw;
     const T* wp = w.data_ptr<T>();
-    std::vector<T> wr(size_t(G * Cg * kk * Og));  // [grp][c][tap][o] = w[grp*Og + o][c][tap]
-    for (int64_t grp = 0; grp < G; ++grp)
-      for (int64_t o = 0; o < Og; ++o)
-        for (int64_t c = 0; c < Cg; ++c)
-          for (int64_t t = 0; t < kk; ++t)
-            wr[((grp * Cg + c) * kk + t) * Og + o] = wp[((grp * Og + o) * Cg + c) * kk + t];
+    std::vector<T> wr = pack_weight(wp, G, Og, Cg, kk, /*flipped=*/false);
     direct_forward<T>(y.data_ptr<T>(), x.data_ptr<T>(), wr.data(), x.size(0), G, Og, g);
   });
 }
@@ -249,14 +261,8 @@ void CpuBackend::conv2d_direct_data(const Tensor& dx, const Tensor& gy, const Te
     using T = typename decltype(tag)::type;
     const int64_t G = groups, Og = w.size(0) / G, Cg = g.C / G, kk = g.kh * g.kw;
     const T* wp = w.data_ptr<T>();
-    // The flipped kernel with in/out swapped, packed as a forward weight with Cg outputs per group:
-    // [grp][o][i'][j'][c] = w[grp*Og + o][c][kh-1-i'][kw-1-j'].
-    std::vector<T> wr(size_t(G * Og * kk * Cg));
-    for (int64_t grp = 0; grp < G; ++grp)
-      for (int64_t o = 0; o < Og; ++o)
-        for (int64_t c = 0; c < Cg; ++c)
-          for (int64_t t = 0; t < kk; ++t)
-            wr[((grp * Og + o) * kk + (kk - 1 - t)) * Cg + c] = wp[((grp * Og + o) * Cg + c) * kk + t];
+    // The flipped kernel with in/out swapped: a forward weight with Cg outputs per group.
+    std::vector<T> wr = pack_weight(wp, G, Og, Cg, kk, /*flipped=*/true);
     Conv2dGeometry gt{G * Og, g.Ho, g.Wo, g.kh, g.kw, 1, 1, g.dh * (g.kh - 1) - g.pad_h,
                       g.dw * (g.kw - 1) - g.pad_w, g.dh, g.dw, g.H, g.W};
     direct_forward<T>(dx.data_ptr<T>(), gy.data_ptr<T>(), wr.data(), gy.size(0), G, Cg, gt);
