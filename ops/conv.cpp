@@ -53,6 +53,14 @@ ConvPlan make_plan(int64_t N, int64_t G, int64_t Og, const Conv2dGeometry& g) {
 // Og, few rows per packed panel) or in their depth (K = Cg*kh*kw); measured in bench_conv.
 bool direct_is_faster(const ConvPlan& p) { return p.Og <= 16 || p.K() <= 32; }
 
+// Whether conv_core runs the backend's direct kernels: CPU, stride 1, and Auto's rule or Direct.
+bool use_direct(const ConvPlan& p, Device d) {
+  const ConvAlgorithm a = conv_algorithm();
+  if (a == ConvAlgorithm::Gemm || !d.is_cpu() || p.g.sh != 1 || p.g.sw != 1 || p.one_by_one) return false;
+  if (a == ConvAlgorithm::Direct) return true;
+  return direct_is_faster(p);
+}
+
 void gemm2(const Tensor& out, const Tensor& a, const Tensor& b, double beta) {
   backend_for(out.device()).gemm(out.unsqueeze(0), a.unsqueeze(0), b.unsqueeze(0), 1.0, beta);
 }
@@ -67,13 +75,7 @@ Tensor carve(const Tensor& buf, int64_t rows, int64_t cols) {
 //   forward:  yout_g   = W_g   @ cols_g               where cols = im2col(ximg)
 //   weight:   dw_g    += ysrc_g @ cols_gᵀ  (beta = 1)
 //   data:     dcols_g  = W_gᵀ  @ ysrc_g,  xout = col2im(dcols)
-bool use_direct(const ConvPlan& p, Device d) {
-  const ConvAlgorithm a = conv_algorithm();
-  if (a == ConvAlgorithm::Gemm || !d.is_cpu() || p.g.sh != 1 || p.g.sw != 1 || p.one_by_one) return false;
-  if (a == ConvAlgorithm::Direct) return true;
-  return direct_is_faster(p);
-}
-
+// Where use_direct says so, the backend's direct kernels compute the same three products instead.
 void conv_core(const ConvPlan& p, const Tensor& w, const Tensor& ximg, const Tensor& ysrc,
                const Tensor& yout, const Tensor& dw, const Tensor& xout) {
   Backend& be = backend_for(w.device());
@@ -175,9 +177,9 @@ void check_conv_args(const char* op, const Tensor& x, const Tensor& w, const Ten
 }  // namespace
 
 void set_conv_workspace_limit(size_t bytes) { g_workspace_limit = bytes; }
+size_t conv_workspace_limit() { return g_workspace_limit; }
 void set_conv_algorithm(ConvAlgorithm a) { g_algorithm = a; }
 ConvAlgorithm conv_algorithm() { return g_algorithm; }
-size_t conv_workspace_limit() { return g_workspace_limit; }
 
 // ---- unfold / fold
 

@@ -116,6 +116,14 @@ constexpr int kOB = 8;   // output channels per register block
 
 inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
+// The zero-padded image the kernels read for output positions of g: Hp x Wp, so that every tap of
+// every V-wide block of a row (the last one reaching Wq = Wo rounded up to V) stays inside.
+struct PaddedPlane {
+  int64_t Hp, Wq, Wp;
+  explicit PaddedPlane(const Conv2dGeometry& g)
+      : Hp(g.Ho + (g.kh - 1) * g.dh), Wq(round_up(g.Wo, V)), Wp(Wq + (g.kw - 1) * g.dw) {}
+};
+
 // dst (C, Hp, Wp) = src (C, H, W) shifted down by pt rows and right by pl columns, zeros elsewhere
 // (negative pt/pl crop).
 template <class T>
@@ -224,7 +232,7 @@ std::vector<T> pack_weight(const T* wp, int64_t G, int64_t Og, int64_t Cg, int64
 template <class T>
 void direct_forward(T* y, const T* x, const T* wr, int64_t N, int64_t G, int64_t Og, const Conv2dGeometry& g) {
   const int64_t Cg = g.C / G, kk = g.kh * g.kw, L = g.Ho * g.Wo;
-  const int64_t Hp = g.Ho + (g.kh - 1) * g.dh, Wp = round_up(g.Wo, V) + (g.kw - 1) * g.dw;
+  const auto [Hp, Wq, Wp] = PaddedPlane(g);
   const bool par = N > 1 && N * G * Og * Cg * kk * L >= kParallelGrain;
 #pragma omp parallel if (par)
   {
@@ -274,7 +282,7 @@ void CpuBackend::conv2d_direct_weight(const Tensor& dw, const Tensor& gy, const 
   visit_floating(x.dtype(), "conv2d_direct_weight", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const int64_t N = x.size(0), G = groups, Og = dw.size(0) / G, Cg = g.C / G, kk = g.kh * g.kw;
-    const int64_t Hp = g.Ho + (g.kh - 1) * g.dh, Wq = round_up(g.Wo, V), Wp = Wq + (g.kw - 1) * g.dw;
+    const auto [Hp, Wq, Wp] = PaddedPlane(g);
     const int64_t Cout = G * Og, L = g.Ho * g.Wo, wsize = G * Cg * kk * Og;
     const T* xs = x.data_ptr<T>();
     const T* gs = gy.data_ptr<T>();
