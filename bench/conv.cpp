@@ -1,5 +1,6 @@
 // conv2d forward+backward through minigrad, beside OpenBLAS sgemm on the same GEMM shapes, in one
-// run. Usage: bench_conv [threads] [--raw]  (--raw: "key ms gflops sgemm_gflops" lines for bench/run.sh)
+// run. Usage: bench_conv [threads] [--raw] [--algo=auto|gemm|direct]
+// (--raw: "key ms gflops sgemm_gflops" lines for bench/run.sh; --algo forces set_conv_algorithm)
 #include <cblas.h>
 #include <minigrad/minigrad.h>
 
@@ -37,8 +38,19 @@ struct Layer {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc > 1) set_num_threads(std::atoi(argv[1]));
-  const bool raw = argc > 2 && std::string(argv[2]) == "--raw";
+  bool raw = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--raw") raw = true;
+    else if (a == "--algo=gemm") set_conv_algorithm(ConvAlgorithm::Gemm);
+    else if (a == "--algo=direct") set_conv_algorithm(ConvAlgorithm::Direct);
+    else if (a == "--algo=auto") set_conv_algorithm(ConvAlgorithm::Auto);
+    else if (!a.empty() && a[0] != '-') set_num_threads(std::atoi(a.c_str()));
+    else {
+      std::fprintf(stderr, "usage: bench_conv [threads] [--raw] [--algo=auto|gemm|direct]\n");
+      return 2;
+    }
+  }
   if (!raw) {
     std::printf("threads: %d, conv workspace limit: %zu MiB, OpenBLAS kernels: %s\n\n", get_num_threads(),
                 conv_workspace_limit() >> 20, blas_kernel_name().c_str());

@@ -49,16 +49,12 @@ ConvPlan make_plan(int64_t N, int64_t G, int64_t Og, const Conv2dGeometry& g) {
   return p;
 }
 
-// Auto's choice: the direct kernels win where the GEMMs are small in their output channels (M =
-// Og, few rows per packed panel) or in their depth (K = Cg*kh*kw); measured in bench_conv.
-bool direct_is_faster(const ConvPlan& p) { return p.Og <= 16 || p.K() <= 32; }
-
-// Whether conv_core runs the backend's direct kernels: CPU, stride 1, and Auto's rule or Direct.
+// Whether conv_core runs the backend's direct kernels: CPU, stride 1, not a 1x1 conv that needs no
+// columns, and not forced to Gemm. Auto takes them for every such conv: measured in bench_conv and
+// bench/RESULTS.md, they beat unfold + GEMM from 1 to 512 channels, 4x4 to 56x56 planes and 3x3 to
+// 5x5 kernels, under both of OpenBLAS's kernel sets on this machine.
 bool use_direct(const ConvPlan& p, Device d) {
-  const ConvAlgorithm a = conv_algorithm();
-  if (a == ConvAlgorithm::Gemm || !d.is_cpu() || p.g.sh != 1 || p.g.sw != 1 || p.one_by_one) return false;
-  if (a == ConvAlgorithm::Direct) return true;
-  return direct_is_faster(p);
+  return conv_algorithm() != ConvAlgorithm::Gemm && d.is_cpu() && p.g.sh == 1 && p.g.sw == 1 && !p.one_by_one;
 }
 
 void gemm2(const Tensor& out, const Tensor& a, const Tensor& b, double beta) {

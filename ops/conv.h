@@ -52,8 +52,8 @@ struct Conv2dOptions {
 
 // x (N, Cin, H, W), weight (Cout, Cin/groups, kh, kw), bias (Cout) or undefined.
 // Computed as unfold + GEMM over tiles of images whose columns fit conv_workspace_limit(), or, for
-// stride-1 convs with few channels, by direct kernels without columns (see ConvAlgorithm); the tape
-// keeps x and weight, never the columns, and backward rebuilds them tile by tile.
+// stride-1 convs on the CPU, by direct kernels without columns (see ConvAlgorithm); the tape keeps
+// x and weight, never the columns, and backward rebuilds them tile by tile.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = {},
               const Conv2dOptions& opts = {});
 
@@ -83,9 +83,9 @@ size_t conv_workspace_limit();
 
 // How conv2d and conv_transpose2d compute on the CPU. Auto (the default) picks per layer: a direct
 // convolution (no columns, output channels and positions blocked in registers) for stride-1 convs
-// with few channels, where unfold + GEMM spends its time in im2col and tiny GEMMs, and unfold + GEMM
-// otherwise. Gemm and Direct force one (Direct only applies to stride 1; other convs use Gemm).
-// Every choice computes the same function and gradients; tests run each.
+// other than the column-free 1x1 ones, and unfold + GEMM otherwise (strided convs and 1x1). Gemm
+// forces unfold + GEMM everywhere; Direct is Auto's choice, kept so that a program can ask for it by
+// name. Every choice computes the same function and gradients; tests run each.
 enum class ConvAlgorithm { Auto, Gemm, Direct };
 void set_conv_algorithm(ConvAlgorithm a);
 ConvAlgorithm conv_algorithm();

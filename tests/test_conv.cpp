@@ -49,6 +49,9 @@ const std::vector<ConvCfg> kConvCases = {
     {2, 3, 8, 8, 4, 1, 1, 2, 1, 0, 1},                 // 1x1 with stride: columns
     {2, 3, 5, 19, 11, 3, 3, 1, 1, 1, 1},               // rows wider than a register block, 8+3 outputs
     {1, 2, 6, 7, 3, 2, 3, 1, {2, 1}, {3, 1}, 1},       // padding beyond the dilated kernel
+    // 16+ output channels per group: the direct algorithm's channel-blocked kernels
+    {1, 2, 4, 5, 17, 3, 3, 1, 1, 1, 1},                // 16+1 outputs, rows narrower than a block
+    {1, 17, 4, 3, 2, 2, 2, 1, 1, "same", 1},           // 17 inputs: a blocked data gradient, even kernel
 };
 
 // Runs body once per CPU conv algorithm (and restores the default).
@@ -120,6 +123,40 @@ TEST_CASE("conv2d: the direct algorithm agrees with unfold + GEMM on LeNet's lay
     check_close(vals(y[1]), vals(y[0]), 1e-4);
     check_close(vals(gx[1]), vals(gx[0]), 1e-4);
     check_close(vals(gw[1]), vals(gw[0]), 2e-3);  // sums over 4*784 positions in float32
+  }
+}
+
+TEST_CASE("conv2d: the direct algorithm's channel-blocked kernels against unfold + GEMM, every kernel width") {
+  // 16+ channels per group, larger than the gradient-checked cases: forward against the 7-loop
+  // reference, both gradients against unfold + GEMM (itself gradient-checked above), in double.
+  const std::vector<ConvCfg> cases = {
+      {2, 18, 7, 9, 20, 3, 3, 1, 1, 1, 1},              // kernel rows of 3, 16+4 outputs
+      {2, 16, 10, 11, 32, 5, 5, 1, 1, 2, 1},            // rows of 5, two output blocks
+      {1, 16, 8, 9, 16, 7, 4, 1, {1, 2}, {3, 1}, 1},    // rows of 2 (kw 4), dilation, asymmetric
+      {2, 34, 6, 8, 34, 3, 7, 1, 1, 2, 2},              // rows of 1 (kw 7), groups of 17
+      {1, 16, 5, 6, 48, 3, 3, 1, 2, "same", 1},         // dilated "same", three output blocks
+      {2, 20, 12, 12, 24, 5, 5, 1, 1, "valid", 1},      // more kernel rows than one register block
+  };
+  for (size_t ci = 0; ci < cases.size(); ++ci) {
+    const ConvCfg& c = cases[ci];
+    CAPTURE(ci);
+    Tensor x = leaf({c.N, c.C, c.H, c.W}, Device::cpu()), w = leaf({c.Cout, c.C / c.groups, c.kh, c.kw}, Device::cpu());
+    Conv2dOptions o{.stride = c.stride, .padding = c.padding, .dilation = c.dilation, .groups = c.groups};
+    Tensor y[2], gx[2], gw[2];
+    for (int a = 0; a < 2; ++a) {
+      set_conv_algorithm(a ? ConvAlgorithm::Direct : ConvAlgorithm::Gemm);
+      x.zero_grad();
+      w.zero_grad();
+      y[a] = conv2d(x, w, {}, o);
+      Tensor gy = add(mul(arange(double(y[a].numel()), kFloat64).view(y[a].sizes()), 0.01), -1.0);
+      sum(y[a] * gy).backward();
+      gx[a] = x.grad().clone();
+      gw[a] = w.grad().clone();
+    }
+    set_conv_algorithm(ConvAlgorithm::Auto);
+    check_close(vals(y[1]), vals(y[0]), 1e-12);
+    check_close(vals(gx[1]), vals(gx[0]), 1e-12);
+    check_close(vals(gw[1]), vals(gw[0]), 1e-12);
   }
 }
 
