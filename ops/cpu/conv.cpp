@@ -125,6 +125,17 @@ struct PaddedPlane {
       : Hp(g.Ho + (g.kh - 1) * g.dh), Wq(round_up(g.Wo, V)), Wp(Wq + (g.kw - 1) * g.dw) {}
 };
 
+// The zero-padded image that the forward kernels read: C planes of Hp x Wp (Wp = Wo + the dilated
+// kernel's width). They run over positions p = oh*Wp + ow of the plane, rows included, so that
+// narrow rows fill the registers too; the Wp - Wo columns past each row are computed and dropped.
+// The slack after the last plane holds the dropped positions of the last register block.
+struct PitchedPlane {
+  static constexpr int64_t kSlack = 128;  // >= the positions of any register block
+  int64_t Hp, Wp, plane, size;
+  PitchedPlane(const Conv2dGeometry& g, int64_t C)
+      : Hp(g.Ho + (g.kh - 1) * g.dh), Wp(g.Wo + (g.kw - 1) * g.dw), plane(Hp * Wp), size(C * plane + kSlack + Wp) {}
+};
+
 // dst (C, Hp, Wp) = src (C, H, W) shifted down by pt rows and right by pl columns, zeros elsewhere
 // (negative pt/pl crop).
 template <class T>
@@ -142,30 +153,37 @@ void pad_planes(T* dst, const T* src, int64_t C, int64_t H, int64_t W, int64_t p
 }
 
 // One image, one group, OB output channels: y[o][oh][ow] = sum over c, i, j of
-// wr[((c*kh + i)*kw + j)*Og + o] * xp[c][oh + i*dh][ow + j*dw].
+// wr[((c*kh + i)*kw + j)*Og + o] * xp[c][oh + i*dh][ow + j*dw], PB vectors of V positions of the
+// pitched plane at a time (OB*PB sums in registers). The sums go to part ([o][ppitch]), then to y.
 template <class T, int OB>
-void direct_block(T* y, int64_t y_plane, const T* xp, int64_t Hp, int64_t Wp, const T* wr, int64_t Og,
-                  int64_t Cg, const Conv2dGeometry& g) {
-  for (int64_t oh = 0; oh < g.Ho; ++oh)
-    for (int64_t ow0 = 0; ow0 < g.Wo; ow0 += V) {
-      T acc[OB][V] = {};
-      for (int64_t c = 0; c < Cg; ++c)
-        for (int64_t i = 0; i < g.kh; ++i) {
-          const T* xr = xp + (c * Hp + oh + i * g.dh) * Wp + ow0;
-          const T* wi = wr + (c * g.kh + i) * g.kw * Og;
-          for (int64_t j = 0; j < g.kw; ++j) {
-            const T* xv = xr + j * g.dw;
-            const T* wj = wi + j * Og;
-            for (int o = 0; o < OB; ++o) {
-              const T a = wj[o];
+void direct_block(T* y, int64_t L, const T* xp, const PitchedPlane& pp, const T* wr, int64_t Og, int64_t Cg,
+                  T* part, int64_t ppitch, const Conv2dGeometry& g) {
+  constexpr int PB = std::clamp(24 / OB, 1, 8);
+  const int64_t P = g.Ho * pp.Wp;
+  for (int64_t p0 = 0; p0 < P; p0 += PB * V) {
+    T acc[OB][PB][V] = {};
+    for (int64_t c = 0; c < Cg; ++c)
+      for (int64_t i = 0; i < g.kh; ++i) {
+        const T* xr = xp + c * pp.plane + i * g.dh * pp.Wp + p0;
+        const T* wi = wr + (c * g.kh + i) * g.kw * Og;
+        for (int64_t j = 0; j < g.kw; ++j) {
+          const T* xv = xr + j * g.dw;
+          const T* wj = wi + j * Og;
+#pragma GCC unroll 8
+          for (int o = 0; o < OB; ++o) {
+            const T a = wj[o];
+#pragma GCC unroll 8
+            for (int b = 0; b < PB; ++b)
 #pragma omp simd
-              for (int l = 0; l < V; ++l) acc[o][l] += a * xv[l];
-            }
+              for (int l = 0; l < V; ++l) acc[o][b][l] += a * xv[b * V + l];
           }
         }
-      const int64_t n = std::min<int64_t>(V, g.Wo - ow0);
-      for (int o = 0; o < OB; ++o) std::copy(acc[o], acc[o] + n, y + o * y_plane + oh * g.Wo + ow0);
-    }
+      }
+    for (int o = 0; o < OB; ++o) std::copy(&acc[o][0][0], &acc[o][0][0] + PB * V, part + o * ppitch + p0);
+  }
+  for (int o = 0; o < OB; ++o)
+    for (int64_t oh = 0; oh < g.Ho; ++oh)
+      std::copy(part + o * ppitch + oh * pp.Wp, part + o * ppitch + oh * pp.Wp + g.Wo, y + o * L + oh * g.Wo);
 }
 
 // Weight-gradient block: dwv[((c*kh + i)*kw + j)*Og + o][l] += the lane-l part of the sum over
@@ -233,24 +251,24 @@ std::vector<T> pack_weight(const T* wp, int64_t G, int64_t Og, int64_t Cg, int64
 template <class T>
 void direct_forward(T* y, const T* x, const T* wr, int64_t N, int64_t G, int64_t Og, const Conv2dGeometry& g) {
   const int64_t Cg = g.C / G, kk = g.kh * g.kw, L = g.Ho * g.Wo;
-  const auto [Hp, Wq, Wp] = PaddedPlane(g);
+  const PitchedPlane pp(g, g.C);
+  const int64_t ppitch = g.Ho * pp.Wp + 8 * V;  // room for every block size PB*V past the last position
   const bool par = N > 1 && N * G * Og * Cg * kk * L >= kParallelGrain;
 #pragma omp parallel if (par)
   {
-    std::vector<T> xp(size_t(g.C * Hp * Wp));
+    std::vector<T> xp(size_t(pp.size), T(0)), part(size_t(kOB * ppitch));
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < N; ++n) {
-      pad_planes(xp.data(), x + n * g.C * g.H * g.W, g.C, g.H, g.W, g.pad_h, g.pad_w, Hp, Wp);
+      pad_planes(xp.data(), x + n * g.C * g.H * g.W, g.C, g.H, g.W, g.pad_h, g.pad_w, pp.Hp, pp.Wp);
       for (int64_t grp = 0; grp < G; ++grp)
         for (int64_t o0 = 0; o0 < Og; o0 += kOB)
           with_block(std::min<int64_t>(kOB, Og - o0), [&]<int OB>() {
-            direct_block<T, OB>(y + ((n * G + grp) * Og + o0) * L, L, xp.data() + grp * Cg * Hp * Wp, Hp, Wp,
-                                wr + grp * Cg * kk * Og + o0, Og, Cg, g);
+            direct_block<T, OB>(y + ((n * G + grp) * Og + o0) * L, L, xp.data() + grp * Cg * pp.plane, pp,
+                                wr + grp * Cg * kk * Og + o0, Og, Cg, part.data(), ppitch, g);
           });
     }
   }
 }
-
 
 // ---- channel-blocked direct kernels (16 or more output channels per group)
 //
@@ -268,14 +286,6 @@ constexpr int kR = 24;      // output positions per register block
 
 // Whether a group with Og output channels goes to the channel-blocked kernels.
 inline bool channel_blocked(int64_t Og) { return Og >= kLanes; }
-
-// The zero-padded image of the channel-blocked kernels: C planes of Hp x Wp (Wp = Wo + the dilated
-// kernel's width), plus slack for the dropped positions of the last block.
-struct PitchedPlane {
-  int64_t Hp, Wp, plane, size;
-  PitchedPlane(const Conv2dGeometry& g, int64_t C)
-      : Hp(g.Ho + (g.kh - 1) * g.dh), Wp(g.Wo + (g.kw - 1) * g.dw), plane(Hp * Wp), size(C * plane + kR + Wp) {}
-};
 
 // w (G*Og, Cg, kh*kw) packed as [grp][out / 16][in][tap][out % 16], zero past the last output;
 // for the data gradient (flipped) in = o, out = c and the taps reversed, as in pack_weight.
