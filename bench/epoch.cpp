@@ -17,7 +17,8 @@ int main(int argc, char** argv) {
   manual_seed(0);
   const bool lenet = which == "lenet";
   const int64_t N = lenet ? 10000 : 5000, C = lenet ? 1 : 3, S = lenet ? 28 : 32;
-  Tensor images = rand({N, C, S, S});
+  // uint8 pixels, as minigrad's dataset loaders keep them; each batch becomes float32 in [0, 1]
+  Tensor images = randint(0, 256, {N, C, S, S}, kUInt8);
   Tensor labels = randint(0, 10, {N});
   using namespace nn;
   using MP = MaxPool2dOptions;
@@ -41,7 +42,7 @@ int main(int argc, char** argv) {
   auto epoch = [&] {
     for (int64_t s = 0; s + 64 <= N; s += 64) {
       opt.zero_grad();
-      Tensor loss = cross_entropy((*net)(images.narrow(0, s, 64)), labels.narrow(0, s, 64));
+      Tensor loss = cross_entropy((*net)(mul(images.narrow(0, s, 64).to(kFloat32), 1.0 / 255)), labels.narrow(0, s, 64));
       loss.backward();
       opt.step();
     }

@@ -167,7 +167,7 @@ void* Tensor::raw_data() const {
 double Tensor::item() const {
   MG_CHECK(numel() == 1, "item: expected a tensor with one element, got shape ", sizes());
   Tensor c = device().is_cpu() ? *this : to(Device::cpu());
-  return visit_dtype(dtype(), [&](auto tag) {
+  return visit_any_dtype(dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     return double(*static_cast<const T*>(c.raw_data()));
   });
@@ -182,6 +182,7 @@ std::vector<T> Tensor::to_vector() const {
 template std::vector<float> Tensor::to_vector<float>() const;
 template std::vector<double> Tensor::to_vector<double>() const;
 template std::vector<int64_t> Tensor::to_vector<int64_t>() const;
+template std::vector<uint8_t> Tensor::to_vector<uint8_t>() const;
 
 Tensor Tensor::operator[](int64_t i) const { return select(0, i); }
 
@@ -530,7 +531,7 @@ std::ostream& operator<<(std::ostream& os, const Tensor& t) {
   if (!t.defined()) return os << "tensor(undefined)";
   Tensor c = t.detach().to(Device::cpu()).to(kFloat64).contiguous();
   const double* p = c.data_ptr<double>();
-  const bool integral = t.dtype() == kInt64;
+  const bool integral = !is_floating(t.dtype());
   const int64_t n = c.numel(), edge = 3;
   const bool summarize = n > 1000;
   auto elem = [&](int64_t i) {

@@ -91,7 +91,7 @@ inline double evaluate(nn::Module& model, const io::TensorDataset& ds, const io:
   double loss = 0;
   for (int64_t s = 0; s < ds.size(); s += 500) {
     const int64_t n = std::min<int64_t>(500, ds.size() - s);
-    Tensor x = ds.images.narrow(0, s, n);
+    Tensor x = io::images_to_float(ds.images.narrow(0, s, n));
     if (tf) x = tf(x, gen);
     Tensor y = ds.labels.narrow(0, s, n);
     Tensor logits = model(x);

@@ -22,7 +22,7 @@ static_assert(std::endian::native == std::endian::little, "safetensors I/O assum
 
 namespace {
 
-const char* st_dtype(DType t) { return t == kFloat32 ? "F32" : t == kFloat64 ? "F64" : "I64"; }
+const char* st_dtype(DType t) { return t == kFloat32 ? "F32" : t == kFloat64 ? "F64" : t == kInt64 ? "I64" : "U8"; }
 
 std::string json_escape(const std::string& s) {
   std::string o;
@@ -271,7 +271,8 @@ SafetensorsFile load_safetensors(const std::string& path) {
     if (dt.str == "F32") t = kFloat32;
     else if (dt.str == "F64") t = kFloat64;
     else if (dt.str == "I64") t = kInt64;
-    else MG_FAIL("load_safetensors: ", path, ": tensor \"", name, "\" has dtype ", dt.str, "; minigrad reads F32, F64 and I64");
+    else if (dt.str == "U8") t = kUInt8;
+    else MG_FAIL("load_safetensors: ", path, ": tensor \"", name, "\" has dtype ", dt.str, "; minigrad reads F32, F64, I64 and U8");
     MG_CHECK(sh.kind == Json::Arr && of.kind == Json::Arr && of.arr.size() == 2, "load_safetensors: ", path,
              ": tensor \"", name, "\" has a malformed shape or data_offsets");
     Shape shape;

@@ -57,10 +57,9 @@ std::vector<uint8_t> read_idx_bytes(const std::string& path, Shape& shape) {
   return std::vector<uint8_t>(b.begin() + int64_t(off), b.end());
 }
 
-Tensor bytes_to_float(const uint8_t* p, const Shape& shape, float scale) {
-  Tensor t = empty(shape);
-  float* q = t.data_ptr<float>();
-  for (int64_t i = 0; i < t.numel(); ++i) q[i] = float(p[i]) * scale;
+Tensor bytes_to_tensor(const uint8_t* p, const Shape& shape) {
+  Tensor t = empty(shape, kUInt8);
+  if (t.numel() > 0) std::memcpy(t.data_ptr<uint8_t>(), p, size_t(t.numel()));
   return t;
 }
 
@@ -85,7 +84,7 @@ std::string find_file(const std::string& dir, const std::string& name, const cha
 Tensor read_idx(const std::string& path) {
   Shape shape;
   std::vector<uint8_t> b = read_idx_bytes(path, shape);
-  return bytes_to_float(b.data(), shape, 1.0f);
+  return bytes_to_tensor(b.data(), shape);
 }
 
 void write_idx(const std::string& path, const std::vector<uint8_t>& data, const Shape& shape) {
@@ -108,6 +107,13 @@ void write_idx(const std::string& path, const std::vector<uint8_t>& data, const 
   }
 }
 
+Tensor images_to_float(const Tensor& images) {
+  if (images.dtype() == kFloat32) return images;
+  MG_CHECK(images.dtype() == kUInt8, "images_to_float: expected uint8 or float32 images, got ", images.dtype(),
+           " of shape ", images.sizes());
+  return mul(images.to(kFloat32), 1.0 / 255.0);
+}
+
 TensorDataset load_mnist(const std::string& dir, bool train) {
   MG_CHECK(fs::is_directory(dir), "load_mnist: data directory ", dir, " does not exist");
   const std::string pre = train ? "train" : "t10k";
@@ -116,7 +122,7 @@ TensorDataset load_mnist(const std::string& dir, bool train) {
   auto lab = read_idx_bytes(find_file(dir, pre + "-labels-idx1-ubyte", "load_mnist"), ls);
   MG_CHECK(is.size() == 3 && ls.size() == 1 && is[0] == ls[0], "load_mnist: images ", is, " and labels ", ls,
            " in ", dir, " do not match (expected (N, H, W) and (N))");
-  return {bytes_to_float(img.data(), {is[0], 1, is[1], is[2]}, 1.0f / 255.0f),
+  return {bytes_to_tensor(img.data(), {is[0], 1, is[1], is[2]}),
           labels_to_int64(lab.data(), ls[0], 10, "load_mnist")};
 }
 
@@ -195,7 +201,7 @@ TensorDataset load_cifar10(const std::string& dir0, bool train) {
     lab[size_t(i)] = all[size_t(i * rec)];
     std::memcpy(&pix[size_t(i * (rec - 1))], &all[size_t(i * rec + 1)], size_t(rec - 1));
   }
-  return {bytes_to_float(pix.data(), {n, 3, 32, 32}, 1.0f / 255.0f), labels_to_int64(lab.data(), n, 10, "load_cifar10")};
+  return {bytes_to_tensor(pix.data(), {n, 3, 32, 32}), labels_to_int64(lab.data(), n, 10, "load_cifar10")};
 }
 
 // ---- transforms
@@ -259,8 +265,9 @@ DataLoader::DataLoader(TensorDataset ds, DataLoaderOptions opts) : ds_(std::move
   MG_CHECK(opts_.batch_size > 0, "DataLoader: batch_size must be positive, got ", opts_.batch_size);
   MG_CHECK(ds_.images.defined() && ds_.labels.defined() && ds_.images.size(0) == ds_.labels.size(0),
            "DataLoader: images and labels must have the same number of samples");
-  MG_CHECK(ds_.images.dtype() == kFloat32 && ds_.images.device().is_cpu(),
-           "DataLoader: expected float32 images in host memory");
+  MG_CHECK((ds_.images.dtype() == kFloat32 || ds_.images.dtype() == kUInt8) && ds_.images.device().is_cpu(),
+           "DataLoader: expected float32 or uint8 images in host memory, got ", ds_.images.dtype(), " on ",
+           ds_.images.device());
   ds_.images = ds_.images.contiguous();
   ds_.labels = ds_.labels.contiguous();
 }
@@ -278,13 +285,18 @@ Batch DataLoader::make_batch(int64_t b) {
   s[0] = len;
   const int64_t per = ds_.images.numel() / std::max<int64_t>(n, 1);
   Tensor x = empty(s), y = empty({len}, kInt64);
-  const float* src = ds_.images.data_ptr<float>();
   const int64_t* lab = ds_.labels.data_ptr<int64_t>();
   float* dx = x.data_ptr<float>();
   int64_t* dy = y.data_ptr<int64_t>();
+  const bool bytes = ds_.images.dtype() == kUInt8;
   for (int64_t i = 0; i < len; ++i) {
     const int64_t k = order_[size_t(start + i)];
-    std::memcpy(dx + i * per, src + k * per, size_t(per) * sizeof(float));
+    if (bytes) {  // pixels 0..255 become floats in [0, 1]
+      const uint8_t* src = ds_.images.data_ptr<uint8_t>() + k * per;
+      for (int64_t j = 0; j < per; ++j) dx[i * per + j] = float(src[j]) * (1.0f / 255.0f);
+    } else {
+      std::memcpy(dx + i * per, ds_.images.data_ptr<float>() + k * per, size_t(per) * sizeof(float));
+    }
     dy[i] = lab[k];
   }
   for (const auto& t : opts_.transforms) x = t(x, gen_);

@@ -15,13 +15,18 @@
 
 namespace minigrad::io {
 
-// Images (N, C, H, W) float32 in [0, 1] and labels (N) int64, held in memory.
+// Images (N, C, H, W) and labels (N) int64, held in memory. The loaders keep images as uint8
+// pixels 0..255, as the files hold them (a quarter of float32's memory); the DataLoader turns each
+// batch into float32 in [0, 1]. float32 images in [0, 1] are taken as they are.
 struct TensorDataset {
   Tensor images, labels;
   int64_t size() const { return images.defined() ? images.size(0) : 0; }
 };
 
-// Reads an IDX file (plain or .gz), as MNIST and Fashion-MNIST ship. uint8 data only.
+// Images as the model takes them: uint8 pixels become float32 in [0, 1]; float32 passes through.
+Tensor images_to_float(const Tensor& images);
+
+// Reads an IDX file (plain or .gz), as MNIST and Fashion-MNIST ship, as a uint8 tensor. uint8 data only.
 Tensor read_idx(const std::string& path);
 // MNIST-format directory: {train,t10k}-images-idx3-ubyte[.gz] and -labels-idx1-ubyte[.gz].
 TensorDataset load_mnist(const std::string& dir, bool train);

@@ -17,6 +17,7 @@ void check_devices(const char* op, const Tensor& a, const Tensor& b) {
 Tensor to_operand(const Tensor& g, const Shape& shape, DType dt) { return sum_to(g, shape).to(dt); }
 
 Tensor unary_op(const char* name, UnaryOp op, const Tensor& x, double p = 0.0) {
+  check_computable(name, x.dtype());
   if (op != UnaryOp::Neg && op != UnaryOp::Abs)
     MG_CHECK(is_floating(x.dtype()), name, ": expected a floating tensor, got ", x.dtype(),
              " of shape ", x.sizes());
@@ -46,6 +47,8 @@ struct Prepared {
 };
 Prepared prepare(const char* op, const Tensor& a, const Tensor& b) {
   check_devices(op, a, b);
+  check_computable(op, a.dtype());
+  check_computable(op, b.dtype());
   Prepared p;
   p.shape = broadcast_shapes(a.sizes(), b.sizes(), op);
   p.dtype = promote(a.dtype(), b.dtype());

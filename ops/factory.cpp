@@ -25,7 +25,7 @@ namespace {
 template <class F>
 Tensor host_fill(const Shape& shape, TensorOptions opts, F&& f) {
   Tensor t = empty(shape, TensorOptions(opts.dtype_));
-  visit_dtype(t.dtype(), [&](auto tag) {
+  visit_any_dtype(t.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     T* p = t.data_ptr<T>();
     for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<T>(f(i));
@@ -65,6 +65,8 @@ Tensor randn(const Shape& shape, TensorOptions opts, Generator* gen) {
 
 Tensor randint(int64_t low, int64_t high, const Shape& shape, TensorOptions opts, Generator* gen) {
   MG_CHECK(low < high, "randint: expected low < high, got [", low, ", ", high, ")");
+  MG_CHECK(opts.dtype_ != kUInt8 || (low >= 0 && high <= 256), "randint: [", low, ", ", high,
+           ") does not fit uint8's 0..255");
   auto& eng = (gen ? *gen : default_generator()).engine();
   std::uniform_int_distribution<int64_t> d(low, high - 1);
   return host_fill(shape, opts, [&](int64_t) { return d(eng); });
@@ -79,6 +81,7 @@ Tensor from_vector(const std::vector<T>& values, const Shape& shape, TensorOptio
 template Tensor from_vector<float>(const std::vector<float>&, const Shape&, TensorOptions);
 template Tensor from_vector<double>(const std::vector<double>&, const Shape&, TensorOptions);
 template Tensor from_vector<int64_t>(const std::vector<int64_t>&, const Shape&, TensorOptions);
+template Tensor from_vector<uint8_t>(const std::vector<uint8_t>&, const Shape&, TensorOptions);
 
 Tensor from_blob(void* data, const Shape& shape, TensorOptions opts, std::function<void(void*)> deleter) {
   MG_CHECK(data || numel_of(shape) == 0, "from_blob: null data pointer for shape ", shape);

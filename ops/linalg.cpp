@@ -8,6 +8,7 @@ namespace minigrad {
 namespace {
 
 void check_pair(const char* op, const Tensor& a, const Tensor& b) {
+  check_computable(op, a.dtype());
   MG_CHECK(a.device() == b.device(), op, ": expected both tensors on one device, got ", a.device(),
            " and ", b.device());
   MG_CHECK(a.dtype() == b.dtype(), op, ": expected one dtype, got ", a.dtype(), " (shape ", a.sizes(),

@@ -11,6 +11,7 @@ namespace {
 
 // Wraps and dedupes dims; returns the kept-dim shape (reduced dims set to 1).
 Shape keep_shape(const char* op, const Tensor& x, Shape& dims) {
+  check_computable(op, x.dtype());
   Shape ks = x.sizes();
   const int64_t n = x.dim();
   for (auto& d : dims) {

@@ -53,9 +53,9 @@ TEST_CASE("IDX files: round trip (plain and gzip), MNIST layout, corrupt files")
     write_mnist(d, gz ? "t10k" : "train", 12, gz);
     io::TensorDataset ds = io::load_mnist(d.path.string(), !gz);
     CHECK(ds.images.sizes() == Shape{12, 1, 28, 28});
-    CHECK(ds.images.dtype() == kFloat32);
+    CHECK(ds.images.dtype() == kUInt8);  // pixels as the file holds them; the DataLoader scales
     CHECK(ds.labels.dtype() == kInt64);
-    CHECK(ds.images[5][0][3][4].item() == doctest::Approx(50.0 / 255.0));
+    CHECK(ds.images[5][0][3][4].item() == 50);
     CHECK(ds.labels[11].item() == 1);
   }
   Tensor raw = io::read_idx(d / "train-labels-idx1-ubyte");
@@ -88,7 +88,8 @@ TEST_CASE("CIFAR-10 binary batches: layout and corrupt files") {
   io::TensorDataset ds = io::load_cifar10(d.path.string(), false);
   CHECK(ds.images.sizes() == Shape{3, 3, 32, 32});
   check_close(vals(ds.labels), {4, 5, 6});
-  CHECK(ds.images[2][1][7][9].item() == doctest::Approx(102.0 / 255.0));
+  CHECK(ds.images.dtype() == kUInt8);
+  CHECK(ds.images[2][1][7][9].item() == 102);
   write_bytes(d / "test_batch.bin", rec.substr(0, 3073 + 100));
   CHECK_ERROR(io::load_cifar10(d.path.string(), false), "load_cifar10", "truncated");
   CHECK_ERROR(io::load_cifar10(d.path.string(), true), "load_cifar10", "data_batch_1.bin");
@@ -154,6 +155,19 @@ TEST_CASE("DataLoader: batches, shuffle by seed, drop_last, background thread, t
   CHECK(cx.sizes() == Shape{2, 3, 4, 4});
   Tensor same = io::random_crop(4, 0)(x, g);
   check_close(vals(same), vals(x));
+  // uint8 images (as the loaders keep them) come out as float32 in [0, 1], still with their labels
+  io::DataLoader bytes(io::TensorDataset{mul(arange(10, kInt64), 25).to(kUInt8).view({10, 1, 1, 1}), arange(10, kInt64)},
+                       {.batch_size = 3, .shuffle = true, .seed = 5});
+  bytes.start_epoch();
+  while (auto b = bytes.next()) {
+    CHECK(b->data.dtype() == kFloat32);
+    auto xs = vals(b->data), ys = vals(b->target);
+    for (size_t i = 0; i < xs.size(); ++i) CHECK(xs[i] == doctest::Approx(ys[i] * 25.0 / 255.0));
+  }
+  check_close(vals(io::images_to_float(from_vector<uint8_t>({0, 51, 255}, {3}))), {0.0, 0.2, 1.0}, 1e-7);
+  CHECK_ERROR(io::images_to_float(arange(3, kInt64)), "images_to_float", "int64");
+  CHECK_ERROR(io::DataLoader(io::TensorDataset{arange(4, kFloat64).view({4, 1, 1, 1}), arange(4, kInt64)}, {}), "DataLoader",
+              "float32 or uint8", "float64");
   CHECK_ERROR(io::normalize({0.5}, {0.0}), "normalize", "positive");
   CHECK_ERROR(io::DataLoader(ds, {.batch_size = 0}), "DataLoader", "batch_size");
   io::DataLoader bad(io::TensorDataset{zeros({4, 2, 2, 2}), arange(4, kInt64)}, {.batch_size = 2, .transforms = {io::normalize({0.1}, {1.0})}});
@@ -163,11 +177,12 @@ TEST_CASE("DataLoader: batches, shuffle by seed, drop_last, background thread, t
 
 TEST_CASE("safetensors: round trip, a file built by hand from the spec, corrupt files") {
   TempDir d;
-  io::NamedTensors ts{{"w", randn({3, 4})}, {"d", randn({2}, kFloat64)}, {"i", arange(5, kInt64)}, {"s", scalar_tensor(2.5)}};
+  io::NamedTensors ts{{"w", randn({3, 4})}, {"d", randn({2}, kFloat64)}, {"i", arange(5, kInt64)}, {"s", scalar_tensor(2.5)},
+                      {"u", from_vector<uint8_t>({0, 7, 255}, {3})}};
   io::save_safetensors(d / "a.safetensors", ts, {{"epoch", "7"}, {"note", "quote \" and \\ slash"}});
   io::SafetensorsFile f = io::load_safetensors(d / "a.safetensors");
-  REQUIRE(f.tensors.size() == 4);
-  for (size_t k = 0; k < 4; ++k) {
+  REQUIRE(f.tensors.size() == 5);
+  for (size_t k = 0; k < 5; ++k) {
     CHECK(f.tensors[k].first == ts[k].first);
     CHECK(f.tensors[k].second.dtype() == ts[k].second.dtype());
     CHECK(f.tensors[k].second.sizes() == ts[k].second.sizes());
@@ -180,7 +195,8 @@ TEST_CASE("safetensors: round trip, a file built by hand from the spec, corrupt 
   std::memcpy(&hl, raw.data(), 8);
   CHECK(hl % 8 == 0);
   CHECK(raw.substr(8, 1) == "{");
-  CHECK(raw.size() == 8 + hl + (12 * 4 + 2 * 8 + 5 * 8 + 4));
+  CHECK(raw.size() == 8 + hl + (12 * 4 + 2 * 8 + 5 * 8 + 4 + 3));
+  CHECK(raw.find(R"("u":{"dtype":"U8")") != std::string::npos);
   // A file written by hand, as another implementation would.
   std::string header = R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"__metadata__":{"a":"b"}})";
   std::string hand(8, '\0');

@@ -146,6 +146,35 @@ TEST_CASE("dtype conversion, element access and from_blob") {
   CHECK_ERROR(from_blob(nullptr, {2}), "from_blob", "null");
 }
 
+TEST_CASE("uint8 tensors hold bytes: create, view, copy, convert, print; ops that compute refuse them") {
+  Tensor u = from_vector<uint8_t>({0, 1, 127, 128, 255, 9}, {2, 3});
+  CHECK(u.dtype() == kUInt8);
+  CHECK(u.element_size() == 1);
+  CHECK(u.to_vector<uint8_t>() == std::vector<uint8_t>{0, 1, 127, 128, 255, 9});
+  CHECK(u[1][1].item() == 255);
+  CHECK(u.t().contiguous().to_vector<uint8_t>() == std::vector<uint8_t>{0, 128, 1, 255, 127, 9});
+  check_close(vals(u.to(kFloat32)), {0, 1, 127, 128, 255, 9});
+  CHECK(from_vector<double>({3.0, 200.0}).to(kUInt8).to_vector<uint8_t>() == std::vector<uint8_t>{3, 200});
+  CHECK(zeros({4}, kUInt8).to_vector<uint8_t>() == std::vector<uint8_t>(4, 0));
+  Tensor r = randint(0, 256, {1000}, kUInt8);
+  CHECK(r.dtype() == kUInt8);
+  CHECK(max(r.to(kInt64)).item() <= 255);
+  std::ostringstream os;
+  os << u;
+  CHECK(os.str().find("[[0, 1, 127],") != std::string::npos);
+  CHECK(os.str().find("dtype=uint8") != std::string::npos);
+  CHECK(promote(kUInt8, kInt64) == kInt64);
+  CHECK(promote(kUInt8, kFloat32) == kFloat32);
+  CHECK_ERROR(add(u, u), "add", "uint8", "kFloat32");
+  CHECK_ERROR(mul(u, 2.0), "mul", "uint8");
+  CHECK_ERROR(sum(u), "sum", "uint8");
+  CHECK_ERROR(relu(u), "relu", "uint8");
+  CHECK_ERROR(mm(u, u.t()), "mm", "uint8");
+  CHECK_ERROR(eq(u, u), "eq", "uint8");
+  CHECK_ERROR(randint(0, 300, {2}, kUInt8), "randint", "uint8");
+  CHECK_ERROR(Tensor(zeros({2}, kUInt8)).requires_grad_(), "requires_grad_", "uint8");
+}
+
 TEST_CASE("printing shows values, shape and dtype") {
   std::ostringstream os;
   os << from_vector<int64_t>({1, 2, 3, 4}, {2, 2});

@@ -11,7 +11,8 @@ int main(int argc, char** argv) {
   torch::manual_seed(0);
   const bool lenet = which == "lenet";
   const int64_t N = lenet ? 10000 : 5000, C = lenet ? 1 : 3, S = lenet ? 28 : 32;
-  auto images = torch::rand({N, C, S, S});
+  // uint8 pixels, as datasets ship and keep them; each batch becomes float in [0, 1]
+  auto images = torch::randint(0, 256, {N, C, S, S}, torch::kUInt8);
   auto labels = torch::randint(0, 10, {N});
   namespace nn = torch::nn;
   nn::Sequential net;
@@ -29,7 +30,7 @@ int main(int argc, char** argv) {
   auto epoch = [&] {
     for (int64_t s = 0; s + 64 <= N; s += 64) {
       opt.zero_grad();
-      auto loss = torch::nn::functional::cross_entropy(net->forward(images.narrow(0, s, 64)), labels.narrow(0, s, 64));
+      auto loss = torch::nn::functional::cross_entropy(net->forward(images.narrow(0, s, 64).to(torch::kFloat).div(255)), labels.narrow(0, s, 64));
       loss.backward();
       opt.step();
     }

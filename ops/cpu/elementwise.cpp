@@ -12,8 +12,8 @@ Backend& backend() {
 }
 
 void CpuBackend::copy(const Tensor& dst, const Tensor& src) {
-  visit_dtype(dst.dtype(), [&](auto dt) {
-    visit_dtype(src.dtype(), [&](auto st) {
+  visit_any_dtype(dst.dtype(), [&](auto dt) {
+    visit_any_dtype(src.dtype(), [&](auto st) {
       using D = typename decltype(dt)::type;
       using S = typename decltype(st)::type;
       if constexpr (std::is_same_v<D, S>) {
@@ -34,7 +34,7 @@ void CpuBackend::copy(const Tensor& dst, const Tensor& src) {
 }
 
 void CpuBackend::fill(const Tensor& dst, double value) {
-  visit_dtype(dst.dtype(), [&](auto tag) {
+  visit_any_dtype(dst.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T v = static_cast<T>(value);
     map<T>(dst, [v]() { return v; });
