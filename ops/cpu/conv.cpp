@@ -102,17 +102,18 @@ void CpuBackend::col2im(const Tensor& x, const Tensor& cols, const Conv2dGeometr
 //
 // Stride-1 convs without columns: im2col's traffic and, with few channels, tiny GEMMs cost more
 // than the products. The kernels read a zero-padded copy of one image at a time. For groups with
-// fewer than 16 output channels they keep a block of output channels times V output positions in
+// fewer than 16 output channels they keep OB output channels times PB vectors of V positions in
 // registers: for each tap, one load of V inputs feeds OB fused multiply-adds; groups with 16 or
-// more go to the channel-blocked kernels further down. The data gradient of a stride-1 conv is itself such a conv (of the
-// zero-padded output gradient with the kernel flipped and in/out channels swapped), so it reuses
-// the forward kernel; the weight gradient keeps per-thread sums, added up at the end (no atomics).
+// more go to the channel-blocked kernels further down. The data gradient of a stride-1 conv is
+// itself such a conv (of the zero-padded output gradient with the kernel flipped and in/out
+// channels swapped), so it reuses the forward kernel; the weight gradient keeps per-thread sums,
+// added up at the end (no atomics).
 
 namespace minigrad::cpu {
 
 namespace {
 
-constexpr int V = 16;    // output positions per register block
+constexpr int V = 16;    // output positions per vector
 constexpr int kOB = 8;   // output channels per register block
 
 inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
