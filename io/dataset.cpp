@@ -284,21 +284,19 @@ Batch DataLoader::make_batch(int64_t b) {
   Shape s = ds_.images.sizes();
   s[0] = len;
   const int64_t per = ds_.images.numel() / std::max<int64_t>(n, 1);
-  Tensor x = empty(s), y = empty({len}, kInt64);
+  // The samples' rows as the dataset holds them (uint8 or float32), then float32 in [0, 1].
+  Tensor x = empty(s, ds_.images.dtype()), y = empty({len}, kInt64);
   const int64_t* lab = ds_.labels.data_ptr<int64_t>();
-  float* dx = x.data_ptr<float>();
+  const size_t row = size_t(per) * ds_.images.element_size();
+  const char* src = static_cast<const char*>(ds_.images.raw_data());
+  char* dx = static_cast<char*>(x.raw_data());
   int64_t* dy = y.data_ptr<int64_t>();
-  const bool bytes = ds_.images.dtype() == kUInt8;
   for (int64_t i = 0; i < len; ++i) {
     const int64_t k = order_[size_t(start + i)];
-    if (bytes) {  // pixels 0..255 become floats in [0, 1]
-      const uint8_t* src = ds_.images.data_ptr<uint8_t>() + k * per;
-      for (int64_t j = 0; j < per; ++j) dx[i * per + j] = float(src[j]) * (1.0f / 255.0f);
-    } else {
-      std::memcpy(dx + i * per, ds_.images.data_ptr<float>() + k * per, size_t(per) * sizeof(float));
-    }
+    std::memcpy(dx + size_t(i) * row, src + size_t(k) * row, row);
     dy[i] = lab[k];
   }
+  x = images_to_float(x);
   for (const auto& t : opts_.transforms) x = t(x, gen_);
   return {x, y};
 }

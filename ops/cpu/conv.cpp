@@ -230,19 +230,24 @@ void with_block(int64_t nb, F&& f) {
   }
 }
 
-// w (G*Og, Cg, kh*kw) packed as the direct kernels' weight [grp][in][tap][out]. For the forward
-// conv in = c and out = o; for the data gradient (flipped) in = o, out = c and the taps reversed:
-// [grp][o][i'][j'][c] = w[grp*Og + o][c][kh-1-i'][kw-1-j'].
+// w (G*Og, Cg, kh*kw) packed as the direct kernels' weight [grp][out / B][in][tap][out % B], zero
+// past the last output. For the forward conv in = c and out = o; for the data gradient (flipped)
+// in = o, out = c and the taps reversed: [grp][o][i'][j'][c] = w[grp*Og + o][c][kh-1-i'][kw-1-j'].
+// The small-group kernels take one block as wide as the outputs (B = 0 asks for that, giving
+// [grp][in][tap][out]); the channel-blocked ones blocks of B = 16.
 template <class T>
-std::vector<T> pack_weight(const T* wp, int64_t G, int64_t Og, int64_t Cg, int64_t kk, bool flipped) {
-  std::vector<T> wr(size_t(G * Og * Cg * kk));
+std::vector<T> pack_weight(const T* wp, int64_t G, int64_t Og, int64_t Cg, int64_t kk, bool flipped, int64_t B = 0) {
+  const int64_t nout = flipped ? Cg : Og, nin = flipped ? Og : Cg;
+  if (B == 0) B = nout;
+  const int64_t nblk = (nout + B - 1) / B;
+  std::vector<T> wr(size_t(G * nblk * nin * kk * B), T(0));
   for (int64_t grp = 0; grp < G; ++grp)
     for (int64_t o = 0; o < Og; ++o)
       for (int64_t c = 0; c < Cg; ++c)
         for (int64_t t = 0; t < kk; ++t) {
-          const T v = wp[((grp * Og + o) * Cg + c) * kk + t];
-          if (flipped) wr[size_t(((grp * Og + o) * kk + (kk - 1 - t)) * Cg + c)] = v;
-          else wr[size_t(((grp * Cg + c) * kk + t) * Og + o)] = v;
+          const int64_t out = flipped ? c : o, in = flipped ? o : c, tap = flipped ? kk - 1 - t : t;
+          wr[size_t((((grp * nblk + out / B) * nin + in) * kk + tap) * B + out % B)] =
+              wp[((grp * Og + o) * Cg + c) * kk + t];
         }
   return wr;
 }
@@ -287,23 +292,6 @@ constexpr int kR = 24;      // output positions per register block
 
 // Whether a group with Og output channels goes to the channel-blocked kernels.
 inline bool channel_blocked(int64_t Og) { return Og >= kLanes; }
-
-// w (G*Og, Cg, kh*kw) packed as [grp][out / 16][in][tap][out % 16], zero past the last output;
-// for the data gradient (flipped) in = o, out = c and the taps reversed, as in pack_weight.
-template <class T>
-std::vector<T> pack_weight_blocked(const T* wp, int64_t G, int64_t Og, int64_t Cg, int64_t kk, bool flipped) {
-  const int64_t nout = flipped ? Cg : Og, nin = flipped ? Og : Cg, nblk = (nout + kLanes - 1) / kLanes;
-  std::vector<T> wr(size_t(G * nblk * nin * kk * kLanes), T(0));
-  for (int64_t grp = 0; grp < G; ++grp)
-    for (int64_t o = 0; o < Og; ++o)
-      for (int64_t c = 0; c < Cg; ++c)
-        for (int64_t t = 0; t < kk; ++t) {
-          const int64_t out = flipped ? c : o, in = flipped ? o : c, tap = flipped ? kk - 1 - t : t;
-          wr[size_t((((grp * nblk + out / kLanes) * nin + in) * kk + tap) * kLanes + out % kLanes)] =
-              wp[((grp * Og + o) * Cg + c) * kk + t];
-        }
-  return wr;
-}
 
 // One image, one group, NV blocks of 16 output channels (nb <= 16*NV of them real):
 // y[l][oh][ow] = sum over c, i, j of wb[v][((c*kh + i)*kw + j)*16 + l % 16] * xp[c][oh + i*dh][ow + j*dw],
@@ -350,7 +338,7 @@ void blocked_forward_block(T* y, int64_t L, int64_t nb, const T* xp, const Pitch
 }
 
 // y (N, G*Og, Ho, Wo) = the stride-1 conv of x (N, C, H, W) with weights packed by
-// pack_weight_blocked (Og output channels per group).
+// pack_weight with blocks of 16 (Og output channels per group).
 template <class T>
 void blocked_forward(T* y, const T* x, const T* wr, int64_t N, int64_t G, int64_t Og, const Conv2dGeometry& g) {
   const int64_t Cg = g.C / G, kk = g.kh * g.kw, L = g.Ho * g.Wo, nblk = (Og + kLanes - 1) / kLanes;
@@ -480,7 +468,7 @@ void CpuBackend::conv2d_direct(const Tensor& y, const Tensor& x, const Tensor& w
     const int64_t G = groups, Og = w.size(0) / G, Cg = g.C / G, kk = g.kh * g.kw;
     const T* wp = w.data_ptr<T>();
     if (channel_blocked(Og)) {
-      std::vector<T> wr = pack_weight_blocked(wp, G, Og, Cg, kk, /*flipped=*/false);
+      std::vector<T> wr = pack_weight(wp, G, Og, Cg, kk, /*flipped=*/false, kLanes);
       blocked_forward<T>(y.data_ptr<T>(), x.data_ptr<T>(), wr.data(), x.size(0), G, Og, g);
       return;
     }
@@ -499,7 +487,7 @@ void CpuBackend::conv2d_direct_data(const Tensor& dx, const Tensor& gy, const Te
     const Conv2dGeometry gt{G * Og, g.Ho, g.Wo, g.kh, g.kw, 1, 1, g.dh * (g.kh - 1) - g.pad_h,
                             g.dw * (g.kw - 1) - g.pad_w, g.dh, g.dw, g.H, g.W};
     if (channel_blocked(Cg)) {
-      std::vector<T> wr = pack_weight_blocked(wp, G, Og, Cg, kk, /*flipped=*/true);
+      std::vector<T> wr = pack_weight(wp, G, Og, Cg, kk, /*flipped=*/true, kLanes);
       blocked_forward<T>(dx.data_ptr<T>(), gy.data_ptr<T>(), wr.data(), gy.size(0), G, Cg, gt);
       return;
     }
