@@ -1,7 +1,11 @@
 #include "allocator.h"
 
+#include <sys/mman.h>
+
 #include <atomic>
+#include <algorithm>
 #include <cstdlib>
+#include <deque>
 #include <mutex>
 #include <new>
 #include <unordered_map>
@@ -19,6 +23,19 @@ size_t round_size(size_t n) {
   return (n + step - 1) & ~(step - 1);
 }
 
+// Blocks of cached sizes are mapped pages of their own: freeing one gives its memory back to the
+// OS at once (through malloc, freed big blocks raise glibc's mmap threshold and then stay in a
+// fragmented heap). Smaller blocks use malloc.
+void* sys_alloc(size_t sz) {
+  if (sz < kCpuCacheMinBytes) return std::aligned_alloc(64, sz);
+  void* p = mmap(nullptr, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? nullptr : p;
+}
+void sys_free(void* p, size_t sz) {
+  if (sz < kCpuCacheMinBytes) std::free(p);
+  else munmap(p, sz);
+}
+
 class CpuAllocator final : public Allocator {
  public:
   void* allocate(size_t nbytes) override {
@@ -28,16 +45,18 @@ class CpuAllocator final : public Allocator {
       std::lock_guard<std::mutex> lk(mu_);
       auto it = cache_.find(sz);
       if (it != cache_.end() && !it->second.empty()) {
-        p = it->second.back();
+        p = it->second.back().p;  // the most recently cached: its pages are the likeliest warm
         it->second.pop_back();
         cached_ -= int64_t(sz);
+      } else {
+        trim_for(sz);
       }
     }
     if (!p) {
-      p = std::aligned_alloc(64, sz);
+      p = sys_alloc(sz);
       if (!p) {
         empty_cache();
-        p = std::aligned_alloc(64, sz);
+        p = sys_alloc(sz);
       }
       MG_CHECK(p, "cpu allocator: out of memory allocating ", nbytes, " bytes (", current_.load(),
                " bytes held by tensors)");
@@ -45,6 +64,9 @@ class CpuAllocator final : public Allocator {
     int64_t cur = current_ += int64_t(sz);
     int64_t peak = peak_.load();
     while (cur > peak && !peak_.compare_exchange_weak(peak, cur)) {
+    }
+    int64_t high = live_high_.load();
+    while (cur > high && !live_high_.compare_exchange_weak(high, cur)) {
     }
     ++count_;
     ++active_;
@@ -59,12 +81,12 @@ class CpuAllocator final : public Allocator {
     if (sz >= kCpuCacheMinBytes) {
       std::lock_guard<std::mutex> lk(mu_);
       if (cached_ + int64_t(sz) <= int64_t(limit_)) {
-        cache_[sz].push_back(p);
+        cache_[sz].push_back({p, ++clock_});
         cached_ += int64_t(sz);
         return;
       }
     }
-    std::free(p);
+    sys_free(p, sz);
   }
 
   MemoryStats stats() const override {
@@ -75,9 +97,10 @@ class CpuAllocator final : public Allocator {
   void empty_cache() override {
     std::lock_guard<std::mutex> lk(mu_);
     for (auto& [sz, v] : cache_)
-      for (void* p : v) std::free(p);
+      for (const Cached& c : v) sys_free(c.p, sz);
     cache_.clear();
     cached_ = 0;
+    live_high_ = current_.load();  // the cache's cap starts again from what is live now
   }
   void set_limit(size_t b) {
     {
@@ -88,11 +111,39 @@ class CpuAllocator final : public Allocator {
   }
 
  private:
+  struct Cached {
+    void* p;
+    uint64_t stamp;  // when it was cached
+  };
+
+  // A miss of size sz is about to map new pages. If the footprint (tensor bytes + cached bytes)
+  // would then pass kFootprintSlack times the most tensor bytes ever live, the longest-unused
+  // cached blocks are unmapped first, so a program whose shapes change (a test pass at another
+  // batch size) does not keep every shape's blocks. The slack is generous: each size class peaks
+  // at its own time (a CIFAR CNN's step holds 78 MB of blocks for 55 MB of tensors at most), and
+  // a tighter cap makes every step unmap and fault in the same blocks again (1.0: 40% slower).
+  static constexpr double kFootprintSlack = 1.5;
+  void trim_for(size_t sz) {
+    const int64_t cap = int64_t(double(std::max(live_high_.load(), current_.load() + int64_t(sz))) *
+                                kFootprintSlack);
+    while (cached_ > 0 && current_.load() + cached_ + int64_t(sz) > cap) {
+      auto oldest = cache_.end();
+      for (auto it = cache_.begin(); it != cache_.end(); ++it)
+        if (!it->second.empty() && (oldest == cache_.end() || it->second.front().stamp < oldest->second.front().stamp))
+          oldest = it;
+      sys_free(oldest->second.front().p, oldest->first);
+      oldest->second.pop_front();
+      cached_ -= int64_t(oldest->first);
+    }
+  }
+
   mutable std::mutex mu_;
-  std::unordered_map<size_t, std::vector<void*>> cache_;
+  std::unordered_map<size_t, std::deque<Cached>> cache_;
   int64_t cached_ = 0;
+  uint64_t clock_ = 0;
   size_t limit_ = size_t(1) << 30;
   std::atomic<int64_t> current_{0}, peak_{0}, count_{0}, active_{0};
+  std::atomic<int64_t> live_high_{0};  // the most tensor bytes ever live (reset_peak leaves it)
 };
 
 CpuAllocator& cpu_allocator() {

@@ -35,8 +35,11 @@ MemoryStats memory_stats(Device d = Device::cpu());
 void reset_peak_memory_stats(Device d = Device::cpu());
 void empty_cache(Device d = Device::cpu());
 
-// CPU blocks of at least this size are cached for reuse (size classes of <= 12.5% waste), so
-// training steps and repeated ops do not fault fresh pages in; smaller ones use malloc directly.
+// CPU blocks of at least this size are pages mapped for them alone, cached for reuse (size
+// classes of <= 12.5% waste) so that training steps and repeated ops do not fault fresh pages in;
+// smaller ones use malloc directly. Before a new block would make tensors + cache exceed 1.5x the
+// most bytes ever live in tensors (since the last empty_cache()), the longest-unused cached
+// blocks are unmapped.
 inline constexpr size_t kCpuCacheMinBytes = 64 * 1024;
 // The CPU cache keeps at most this many unused bytes; set to 0 to disable caching.
 void set_cpu_cache_limit(size_t bytes);

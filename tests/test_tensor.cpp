@@ -218,6 +218,32 @@ TEST_CASE("allocator counters track current, peak and count, and reset the peak"
     CHECK_ERROR(memory_stats(Device::cuda()), "cuda", "no CUDA backend");
 }
 
+TEST_CASE("the CPU cache gives blocks back rather than grow past 1.5x the most bytes ever live") {
+  // empty_cache() restarts the high-water mark from what is live now (C). Eight blocks of size S
+  // are cached; then a block of another size, 9S, would make the footprint C + 17S while 1.5x the
+  // most ever live is 1.5 (C + 9S): the cache frees old blocks first, as S >= C makes
+  // C + 17S > 1.5 C + 13.5 S.
+  empty_cache();
+  const int64_t C = memory_stats().current_bytes;
+  const int64_t S = std::max<int64_t>(C, 1 << 20) / 4 * 4;
+  {
+    std::vector<Tensor> blocks;
+    for (int i = 0; i < 8; ++i) blocks.push_back(empty({S / 4}));
+  }
+  CHECK(memory_stats().cached_bytes >= 8 * S);
+  Tensor big = empty({9 * S / 4});
+  MemoryStats m = memory_stats();
+  CHECK(m.cached_bytes < 8 * S);
+  CHECK(double(m.current_bytes + m.cached_bytes) <= 1.5 * double(C + 9 * S + (9 * S) / 8));
+  // a block of a cached size is still reused
+  big = Tensor();
+  const int64_t cached = memory_stats().cached_bytes;
+  Tensor again = empty({9 * S / 4});
+  CHECK(memory_stats().cached_bytes < cached);
+  again = Tensor();
+  empty_cache();
+}
+
 TEST_CASE("set_num_threads validates and applies") {
   int n = get_num_threads();
   set_num_threads(1);
