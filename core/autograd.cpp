@@ -26,9 +26,7 @@ class AccumulateGrad final : public Node {
       Tensor(leaf->grad).add_(g);
     } else {
       // Steal the incoming buffer when nobody else can see it; otherwise copy it.
-      bool own = g.is_contiguous() && g.impl_ptr().use_count() == 1 &&
-                 g.storage().use_count() == 1 && g.storage_offset() == 0;
-      leaf->grad = (own ? g : g.clone()).impl_ptr();
+      leaf->grad = (is_sole_owner(g) ? g : g.clone()).impl_ptr();
     }
     return {};
   }
@@ -37,6 +35,11 @@ class AccumulateGrad final : public Node {
   std::weak_ptr<TensorImpl> leaf_;
 };
 }  // namespace
+
+bool is_sole_owner(const Tensor& t) {
+  return t.defined() && t.is_contiguous() && t.impl_ptr().use_count() == 1 &&
+         t.storage().use_count() == 1 && t.storage_offset() == 0;
+}
 
 bool GradMode::is_enabled() { return t_grad_enabled; }
 void GradMode::set_enabled(bool on) { t_grad_enabled = on; }
@@ -212,7 +215,6 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
     if (deps[e.fn.get()] == 0 && std::find(ready.begin(), ready.end(), e.fn) == ready.end())
       ready.push_back(e.fn);
 
-  std::vector<std::shared_ptr<Node>> executed;
   while (!ready.empty()) {
     std::shared_ptr<Node> node = std::move(ready.back());
     ready.pop_back();
@@ -242,7 +244,8 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
       if (!node->next_edges.empty())
         MG_CHECK(out.size() == node->next_edges.size(), node->name(), ": backward returned ",
                  out.size(), " gradients, but the op has ", node->next_edges.size(), " inputs");
-      executed.push_back(node);
+      // what this node saved is read by nobody else: free it now, not at the end of backward
+      if (!retain_graph) node->release_saved();
     }
     for (size_t i = 0; i < node->next_edges.size(); ++i) {
       const Edge& e = node->next_edges[i];
@@ -254,8 +257,6 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
       if (--deps[e.fn.get()] == 0) ready.push_back(e.fn);
     }
   }
-  if (!retain_graph)
-    for (auto& n : executed) n->release_saved();
 }
 
 }  // namespace minigrad

@@ -110,6 +110,10 @@ class SavedTensor {
   uint64_t version_ = 0;
 };
 
+// True when t is contiguous, starts its storage, and no other tensor or view can see its memory:
+// a backward may then write its result over an incoming gradient instead of allocating.
+bool is_sole_owner(const Tensor& t);
+
 // True when grad mode is on and at least one of ts requires grad.
 bool needs_grad(const std::vector<Tensor>& ts);
 template <class... Ts>

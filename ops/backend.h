@@ -40,10 +40,15 @@ class Backend {
   virtual void fill(const Tensor& dst, double value) = 0;
   // out = op(x) (p is pow's exponent).
   virtual void unary(UnaryOp op, const Tensor& out, const Tensor& x, double p) = 0;
-  // gx = gy * op'(x), with y = op(x) available to the ops that prefer it (exp, sqrt, sigmoid,
-  // tanh and relu read y; the others read x).
+  // gx = gy * op'(x), with y = op(x) available to the ops that prefer it (exp, sqrt, sigmoid and
+  // tanh read y; the others read x). relu's backward is relu_mask_backward.
   virtual void unary_backward(UnaryOp op, const Tensor& gx, const Tensor& gy, const Tensor& x,
                               const Tensor& y, double p) = 0;
+  // relu that also packs its derivative into bits, so backward keeps n/8 bytes instead of y:
+  // y = max(x, 0) and bit i%8 of mask[i/8] = (y[i] > 0); x, y contiguous, mask uint8 (ceil(n/8)).
+  virtual void relu_mask(const Tensor& y, const Tensor& mask, const Tensor& x) = 0;
+  // gx = gy where mask's bit is set, else 0; gx, gy contiguous.
+  virtual void relu_mask_backward(const Tensor& gx, const Tensor& gy, const Tensor& mask) = 0;
   // out = op(a, alpha * b); a and b are already broadcast to out's shape and of out's dtype.
   virtual void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b,
                       double alpha) = 0;
@@ -77,11 +82,13 @@ class Backend {
                                   const Conv2dGeometry& g, int64_t groups) = 0;
   virtual void conv2d_direct_weight(const Tensor& dw, const Tensor& gy, const Tensor& x,
                                     const Conv2dGeometry& g, int64_t groups) = 0;
-  // Pooling over x (P, H, W) contiguous planes; out/indices (P, Ho, Wo); indices are h*W + w.
+  // Pooling over x (P, H, W) contiguous planes; out/indices (P, Ho, Wo). int64 indices are the
+  // winner's h*W + w in its plane; uint8 indices its tap ki*kw + kj in its window.
   virtual void max_pool2d(const Tensor& out, const Tensor& indices, const Tensor& x,
                           const Pool2dGeometry& g) = 0;
   // gx (P, H, W) = the gradient routed to each window's winner.
-  virtual void max_pool2d_backward(const Tensor& gx, const Tensor& gy, const Tensor& indices) = 0;
+  virtual void max_pool2d_backward(const Tensor& gx, const Tensor& gy, const Tensor& indices,
+                                   const Pool2dGeometry& g) = 0;
   virtual void avg_pool2d(const Tensor& out, const Tensor& x, const Pool2dGeometry& g) = 0;
   virtual void avg_pool2d_backward(const Tensor& gx, const Tensor& gy, const Pool2dGeometry& g) = 0;
   // Per-channel statistics of x (N, C, S) contiguous: mean and biased variance (C each).

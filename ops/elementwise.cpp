@@ -22,12 +22,26 @@ Tensor unary_op(const char* name, UnaryOp op, const Tensor& x, double p = 0.0) {
     MG_CHECK(is_floating(x.dtype()), name, ": expected a floating tensor, got ", x.dtype(),
              " of shape ", x.sizes());
   Tensor y = empty(x.sizes(), x.options());
+  if (op == UnaryOp::Relu && needs_grad(x)) {
+    // relu's derivative is one bit per element (y > 0, exactly where x > 0): the node keeps that
+    // bit mask, n/8 bytes, and neither x (often a conv output) nor y (often pooled, then dropped).
+    Tensor mask = empty({(x.numel() + 7) / 8}, TensorOptions(kUInt8).device(x.device()));
+    backend_for(x.device()).relu_mask(y, mask, x.detach().contiguous());
+    record(name, {x}, {y}, [mask](std::vector<Tensor>& g) {
+      // masks the incoming gradient in place when nothing else sees it
+      Tensor gy = std::move(g[0]);
+      Tensor gx = is_sole_owner(gy) ? gy : empty(gy.sizes(), gy.options());
+      gy = gy.contiguous();
+      backend_for(gx.device()).relu_mask_backward(gx, gy, mask);
+      return std::vector<Tensor>{gx};
+    });
+    return y;
+  }
   backend_for(x.device()).unary(op, y, x, p);
   if (needs_grad(x)) {
-    // The derivative reads y for these ops, and x for the others (neg reads neither). relu reads
-    // y (y > 0 exactly where x > 0): then its input, often a conv output, can be freed.
+    // The derivative reads y for these ops, and x for the others (neg reads neither).
     bool uses_y = op == UnaryOp::Exp || op == UnaryOp::Sqrt || op == UnaryOp::Sigmoid ||
-                  op == UnaryOp::Tanh || op == UnaryOp::Relu;
+                  op == UnaryOp::Tanh;
     SavedTensor sx, sy;
     if (uses_y) sy = SavedTensor(y);
     else if (op != UnaryOp::Neg) sx = SavedTensor(x);

@@ -64,24 +64,37 @@ Tensor avg_pool_op(const char* name, const Tensor& x, const Pool2dGeometry& p) {
 
 }  // namespace
 
-std::tuple<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x, const MaxPool2dOptions& o) {
+namespace {
+
+// max_pool2d's forward; with taps, indices are each winner's tap in its window as uint8 (an eighth
+// of int64's memory on the tape) instead of PyTorch's h*W + w.
+std::tuple<Tensor, Tensor> max_pool_op(const Tensor& x, const MaxPool2dOptions& o, bool taps) {
   Pool2dGeometry p = pool_geometry("max_pool2d", x, o.kernel_size, o.stride, o.padding, o.dilation, o.ceil_mode);
   Shape os = out_shape(x, p.g);
-  Tensor out = empty(os, x.options()), idx = empty(os, TensorOptions(kInt64).device(x.device()));
+  Tensor out = empty(os, x.options()), idx = empty(os, TensorOptions(taps ? kUInt8 : kInt64).device(x.device()));
   backend_for(x.device()).max_pool2d(planes(out), planes(idx), planes(x), p);
   if (needs_grad(x)) {
     Shape xs = x.sizes();
     SavedTensor si(idx);
-    record("max_pool2d", {x}, {out}, [xs, si](std::vector<Tensor>& g) {
+    record("max_pool2d", {x}, {out}, [xs, si, p](std::vector<Tensor>& g) {
       Tensor gx = empty(xs, g[0].options());
-      backend_for(gx.device()).max_pool2d_backward(planes(gx), planes(g[0]), planes(si.unpack("max_pool2d")));
+      backend_for(gx.device()).max_pool2d_backward(planes(gx), planes(g[0]), planes(si.unpack("max_pool2d")), p);
       return std::vector<Tensor>{gx};
     });
   }
   return {out, idx};
 }
 
-Tensor max_pool2d(const Tensor& x, const MaxPool2dOptions& o) { return std::get<0>(max_pool2d_with_indices(x, o)); }
+}  // namespace
+
+std::tuple<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x, const MaxPool2dOptions& o) {
+  return max_pool_op(x, o, false);
+}
+
+Tensor max_pool2d(const Tensor& x, const MaxPool2dOptions& o) {
+  const bool taps = o.kernel_size.h * o.kernel_size.w < 255;  // 255 marks a window without a winner
+  return std::get<0>(max_pool_op(x, o, taps));
+}
 
 Tensor avg_pool2d(const Tensor& x, const AvgPool2dOptions& o) {
   Pool2dGeometry p = pool_geometry("avg_pool2d", x, o.kernel_size, o.stride, o.padding, 1, o.ceil_mode);

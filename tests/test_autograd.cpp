@@ -151,12 +151,48 @@ TEST_CASE("the tape keeps only what backward reads") {
   CHECK(q.grad_fn() == nullptr);
   sum(z).backward();
   check_close(vals(x.grad()), vals(mul(exp(x.detach()), c)), 1e-5);
-  // relu keeps its output, not its input: the input's memory goes as soon as nothing else holds it
+  // relu keeps one bit per element, neither its input nor its output: both go as soon as nothing
+  // else holds them
   Tensor h = mul(x, 2.0);  // a fresh non-leaf
   const int64_t with_h = memory_stats().current_bytes;
   Tensor r = relu(h);
   h = Tensor();
-  CHECK(memory_stats().current_bytes == with_h);  // r was added, h was freed
+  CHECK(memory_stats().current_bytes == with_h + 256 * 256 / 8);  // r and the mask added, h freed
+  Tensor total = sum(r);  // keeps nothing of r
+  r = Tensor();
+  CHECK(memory_stats().current_bytes < with_h - 256 * 256 * 4 + 256 * 256 / 4);
+  std::vector<double> g0 = vals(x.grad()), xv = vals(x);
+  total.backward();  // d/dx sum(relu(2x)) = 2 where x > 0, from the mask alone
+  std::vector<double> g1 = vals(x.grad());
+  bool ok = true;
+  for (size_t i = 0; i < xv.size(); ++i)
+    ok = ok && std::abs(g1[i] - g0[i] - (xv[i] > 0 ? 2.0 : 0.0)) <= 1e-6 * (1 + std::abs(g0[i]));
+  CHECK(ok);
+}
+
+TEST_CASE("backward frees what each node saved as soon as that node has run") {
+  // A chain of exps saves each output. When the gradient reaches the first exp, the saved outputs
+  // of every later exp are gone already.
+  Tensor x = randn({64, 1024}, requires_grad());  // 256 KiB per tensor
+  Tensor first = exp(x);
+  Tensor y = first;
+  for (int i = 0; i < 8; ++i) y = exp(mul(y, 0.1));
+  const int64_t before = memory_stats().current_bytes;
+  int64_t at_first = -1;
+  first.register_hook([&](const Tensor&) {
+    at_first = memory_stats().current_bytes;
+    return Tensor();
+  });
+  y = sum(y);
+  y.backward();
+  // 8 saved exp outputs (2 MiB) were live before; at most a couple of gradients are live at the end
+  CHECK(at_first >= 0);
+  CHECK(at_first < before - 6 * 64 * 1024 * 4);
+  // retain_graph keeps them for a second backward
+  Tensor z = exp(exp(x));
+  Tensor sz = sum(z);
+  sz.backward({}, true);
+  sz.backward();
 }
 
 TEST_CASE("gradcheck catches a wrong backward, and the engine checks returned gradients") {

@@ -55,6 +55,40 @@ TEST_CASE("unary ops") {
   check_close(vals(sigmoid(from_vector<double>({-800, 800}))), {0, 1});
 }
 
+TEST_CASE("relu's bit mask: every lane, ragged ends, threads, and gradients it does not own") {
+  for (Device dev : devices())
+    for (DType dt : {kFloat32, kFloat64})
+      for (int64_t n : {int64_t(1), int64_t(13), int64_t(64), int64_t(300007)}) {
+        CAPTURE(dev);
+        CAPTURE(dt);
+        CAPTURE(n);
+        // exact zeros and both signs; n not a multiple of 8 leaves a partial mask byte
+        Tensor x = sub(relu(randn({n}, TensorOptions(dt).device(dev))), 0.25).requires_grad_(true);
+        Tensor y = relu(x);
+        Tensor g = randn({n}, TensorOptions(dt).device(dev));
+        y.backward(g);
+        auto xv = vals(x), gv = vals(g), yv = vals(y), gx = vals(x.grad());
+        bool ok = true;
+        for (size_t i = 0; i < xv.size(); ++i)
+          ok = ok && yv[i] == (xv[i] > 0 ? xv[i] : 0) && gx[i] == (xv[i] > 0 ? gv[i] : 0);
+        CHECK(ok);
+      }
+  // relu masks its incoming gradient in place only when nothing else sees it: here add() hands
+  // the same gradient tensor to relu and to h, and h's gradient must stay whole.
+  Tensor x = from_vector<float>({-1, 2, -3, 4}).requires_grad_(true);
+  Tensor h = zeros({4}).requires_grad_(true);
+  add(relu(x), h).backward(ones({4}));
+  check_close(vals(x.grad()), {0, 1, 0, 1});
+  check_close(vals(h.grad()), {1, 1, 1, 1});
+  // a non-contiguous input and a non-contiguous incoming gradient
+  Tensor m = from_vector<double>({-1, 2, 3, -4, 5, -6}).view({2, 3}).requires_grad_(true);
+  Tensor r = relu(m.t());
+  Tensor gr = from_vector<double>({1, 2, 3, 4, 5, 6}).view({2, 3}).t();  // (3, 2), strided
+  CHECK_FALSE(gr.is_contiguous());
+  r.backward(gr);
+  check_close(vals(m.grad()), {0, 2, 3, 0, 5, 0});
+}
+
 TEST_CASE("unary ops: bad input") {
   Tensor i = arange(4, kInt64);
   CHECK_ERROR(exp(i), "exp", "floating", "int64", "[4]");

@@ -75,6 +75,42 @@ TEST_CASE("max_pool2d and avg_pool2d against direct windows") {
   CHECK(max_pool2d(ones({3, 4, 4}), {.kernel_size = 2}).sizes() == Shape{3, 2, 2});
 }
 
+TEST_CASE("max_pool2d's uint8 window taps route gradients like int64 indices, ties included") {
+  // max_pool2d keeps each winner's tap in its window (one byte); max_pool2d_with_indices keeps
+  // PyTorch's int64 places. relu-like inputs (many equal zeros) must pick the same winners.
+  struct Cfg { int64_t k, s, p, d; };
+  for (Device dev : devices())
+    for (Cfg c : {Cfg{2, 2, 0, 1}, Cfg{3, 2, 1, 1}, Cfg{2, 1, 1, 2}, Cfg{3, 3, 0, 1}}) {
+      CAPTURE(dev);
+      CAPTURE(c.k);
+      CAPTURE(c.d);
+      Tensor base = relu(randn({4, 8, 31, 32}, TensorOptions().device(dev)));
+      MaxPool2dOptions mo{.kernel_size = c.k, .stride = c.s, .padding = c.p, .dilation = c.d};
+      Tensor a = base.detach().requires_grad_(true), b = base.detach().requires_grad_(true);
+      Tensor ya = max_pool2d(a, mo), yb = std::get<0>(max_pool2d_with_indices(b, mo));
+      CHECK(vals(ya) == vals(yb));
+      Tensor gy = randn(ya.sizes(), TensorOptions().device(dev));
+      ya.backward(gy);
+      yb.backward(gy);
+      CHECK(vals(a.grad()) == vals(b.grad()));
+    }
+  // A window wholly in the padding (dilation 3 over a 2x2 input) has no winner: -inf, and its
+  // gradient goes nowhere (index -1 / no tap), for both kinds of indices.
+  Tensor x = leaf({1, 1, 2, 2}, Device::cpu());
+  MaxPool2dOptions mo{.kernel_size = 2, .stride = 1, .padding = 1, .dilation = 3};
+  auto [y, idx] = max_pool2d_with_indices(x, mo);
+  CHECK(y.sizes() == Shape{1, 1, 1, 1});
+  CHECK(std::isinf(vals(y)[0]));
+  CHECK(vals(idx)[0] == -1);
+  y.backward();
+  check_close(vals(x.grad()), {0, 0, 0, 0});
+  Tensor x2 = x.detach().requires_grad_(true);
+  Tensor y2 = max_pool2d(x2, mo);
+  CHECK(std::isinf(vals(y2)[0]));
+  y2.backward();
+  check_close(vals(x2.grad()), {0, 0, 0, 0});
+}
+
 TEST_CASE("adaptive_avg_pool2d against direct windows") {
   for (Device dev : devices())
     for (auto [H, W, oh, ow] : std::vector<std::array<int64_t, 4>>{{7, 5, 3, 2}, {4, 4, 4, 4}, {6, 5, 1, 1}}) {

@@ -11,6 +11,8 @@ class CpuBackend final : public Backend {
   void unary(UnaryOp op, const Tensor& out, const Tensor& x, double p) override;
   void unary_backward(UnaryOp op, const Tensor& gx, const Tensor& gy, const Tensor& x,
                       const Tensor& y, double p) override;
+  void relu_mask(const Tensor& y, const Tensor& mask, const Tensor& x) override;
+  void relu_mask_backward(const Tensor& gx, const Tensor& gy, const Tensor& mask) override;
   void binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b, double alpha) override;
   void compare(CompareOp op, const Tensor& out, const Tensor& a, const Tensor& b) override;
   void where(const Tensor& out, const Tensor& cond, const Tensor& a, const Tensor& b) override;
@@ -30,7 +32,8 @@ class CpuBackend final : public Backend {
                             int64_t groups) override;
   void max_pool2d(const Tensor& out, const Tensor& indices, const Tensor& x,
                   const Pool2dGeometry& g) override;
-  void max_pool2d_backward(const Tensor& gx, const Tensor& gy, const Tensor& indices) override;
+  void max_pool2d_backward(const Tensor& gx, const Tensor& gy, const Tensor& indices,
+                           const Pool2dGeometry& g) override;
   void avg_pool2d(const Tensor& out, const Tensor& x, const Pool2dGeometry& g) override;
   void avg_pool2d_backward(const Tensor& gx, const Tensor& gy, const Pool2dGeometry& g) override;
   void channel_moments(const Tensor& mean, const Tensor& var, const Tensor& x) override;

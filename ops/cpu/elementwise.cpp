@@ -1,6 +1,10 @@
 // CPU kernels: copy, fill, unary ops and their derivatives, binary ops, comparisons, where.
 #include <cmath>
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 #include "cpu_backend.h"
 #include "loops.h"
 
@@ -94,8 +98,7 @@ void CpuBackend::unary_backward(UnaryOp op, const Tensor& gx, const Tensor& gy, 
         return map<T, T, T>(gx, [](T g, T xv) { return xv > T(0) ? g : xv < T(0) ? -g : T(0); }, gy, x);
       case UnaryOp::Pow:
         return map<T, T, T>(gx, [e](T g, T xv) { return g * e * std::pow(xv, e - T(1)); }, gy, x);
-      case UnaryOp::Relu:  // reads y: y > 0 exactly where x > 0
-        return map<T, T, T>(gx, [](T g, T yv) { return yv > T(0) ? g : T(0); }, gy, y);
+      case UnaryOp::Relu: MG_FAIL("unary_backward: relu's backward is relu_mask_backward"); break;
       case UnaryOp::Sigmoid:
         return map<T, T, T>(gx, [](T g, T yv) { return g * yv * (T(1) - yv); }, gy, y);
       case UnaryOp::Tanh: return map<T, T, T>(gx, [](T g, T yv) { return g * (T(1) - yv * yv); }, gy, y);
@@ -105,6 +108,85 @@ void CpuBackend::unary_backward(UnaryOp op, const Tensor& gx, const Tensor& gy, 
           return g * (gelu_cdf(xv) + xv * pdf);
         }, gy, x);
     }
+  });
+}
+
+namespace {
+
+// Elements [8*b0, min(8*b1, n)) of relu with its bit mask. Whole bytes of float32 take AVX2 (one
+// compare gives both y and the 8 bits); the rest, and float64, the scalar loop.
+template <class T>
+void relu_mask_bytes(const T* x, T* y, uint8_t* mask, int64_t b0, int64_t b1, int64_t n) {
+  int64_t b = b0;
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, float>) {
+    const __m256 zero = _mm256_setzero_ps();
+    for (; b < b1 && 8 * b + 8 <= n; ++b) {
+      const __m256 v = _mm256_loadu_ps(x + 8 * b);
+      const __m256 pos = _mm256_cmp_ps(v, zero, _CMP_GT_OQ);
+      _mm256_storeu_ps(y + 8 * b, _mm256_and_ps(v, pos));
+      mask[b] = uint8_t(_mm256_movemask_ps(pos));
+    }
+  }
+#endif
+  for (; b < b1; ++b) {
+    uint8_t bits = 0;
+    for (int64_t i = 8 * b, j = 0; i < std::min(8 * b + 8, n); ++i, ++j) {
+      const bool pos = x[i] > T(0);
+      y[i] = pos ? x[i] : T(0);
+      bits = uint8_t(bits | (uint8_t(pos) << j));
+    }
+    mask[b] = bits;
+  }
+}
+
+template <class T>
+void relu_mask_backward_bytes(const T* gy, T* gx, const uint8_t* mask, int64_t b0, int64_t b1, int64_t n) {
+  int64_t b = b0;
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, float>) {
+    const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    for (; b < b1 && 8 * b + 8 <= n; ++b) {
+      const __m256i set = _mm256_and_si256(_mm256_set1_epi32(mask[b]), lane_bit);
+      const __m256 keep = _mm256_castsi256_ps(_mm256_cmpeq_epi32(set, lane_bit));
+      _mm256_storeu_ps(gx + 8 * b, _mm256_and_ps(_mm256_loadu_ps(gy + 8 * b), keep));
+    }
+  }
+#endif
+  for (; b < b1; ++b)
+    for (int64_t i = 8 * b, j = 0; i < std::min(8 * b + 8, n); ++i, ++j)
+      gx[i] = (mask[b] >> j) & 1 ? gy[i] : T(0);
+}
+
+// Runs f(b0, b1) over the mask's bytes, in chunks of 4096 bytes (32768 elements) across threads.
+template <class F>
+void over_mask_bytes(int64_t n, F&& f) {
+  const int64_t bytes = (n + 7) / 8, chunk = 4096, chunks = (bytes + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) if (n >= 2 * kParallelGrain)
+  for (int64_t c = 0; c < chunks; ++c) f(c * chunk, std::min(bytes, (c + 1) * chunk));
+}
+
+}  // namespace
+
+void CpuBackend::relu_mask(const Tensor& y, const Tensor& mask, const Tensor& x) {
+  visit_floating(x.dtype(), "relu", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* xp = x.data_ptr<T>();
+    T* yp = y.data_ptr<T>();
+    uint8_t* mp = mask.data_ptr<uint8_t>();
+    const int64_t n = x.numel();
+    over_mask_bytes(n, [&](int64_t b0, int64_t b1) { relu_mask_bytes(xp, yp, mp, b0, b1, n); });
+  });
+}
+
+void CpuBackend::relu_mask_backward(const Tensor& gx, const Tensor& gy, const Tensor& mask) {
+  visit_floating(gx.dtype(), "relu_backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* gyp = gy.data_ptr<T>();
+    T* gxp = gx.data_ptr<T>();
+    const uint8_t* mp = mask.data_ptr<uint8_t>();
+    const int64_t n = gx.numel();
+    over_mask_bytes(n, [&](int64_t b0, int64_t b1) { relu_mask_backward_bytes(gyp, gxp, mp, b0, b1, n); });
   });
 }
 

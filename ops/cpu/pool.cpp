@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include "cpu_backend.h"
 #include "loops.h"
@@ -56,8 +57,19 @@ inline void select_if(bool take, T& dst, T v) {
   std::memcpy(&dst, &d, sizeof(T));
 }
 
+// Each output's winner is stored as I: int64_t gives its place in the plane (h*W + w, PyTorch's
+// indices), uint8_t its tap in the window (ki*kw + kj), an eighth of the memory for backward.
+// A window that lies wholly in the padding (possible with dilation) has no winner: -1, or kNoTap.
+inline constexpr uint8_t kNoTap = 255;
+template <class I>
+inline I winner(int64_t plane_index, int64_t tap) {
+  if constexpr (std::is_same_v<I, uint8_t>) return plane_index < 0 ? kNoTap : uint8_t(tap);
+  else return plane_index;
+}
+
 // The common 2x2 stride-2 window, with every choice made by masks (NaN wins, as in PyTorch): on real
-// activations a branch per tap mispredicts about half the time.
+// activations a branch per tap mispredicts about half the time. Writes int64 places: an instance
+// storing uint8 taps made GCC turn the masks back into branches (2.5x slower on relu outputs).
 template <class T>
 void max_pool_2x2(const T* __restrict src, T* __restrict out, int64_t* __restrict idx, int64_t W, int64_t Ho,
                   int64_t Wo) {
@@ -83,10 +95,93 @@ void max_pool_2x2(const T* __restrict src, T* __restrict out, int64_t* __restric
   }
 }
 
+// The 2x2 kernel storing I: int64 places directly, or uint8 taps converted from places in a
+// second pass over a per-thread buffer.
+template <class T, class I>
+void max_pool_2x2_as(const T* src, T* out, I* idx, int64_t W, int64_t Ho, int64_t Wo) {
+  if constexpr (std::is_same_v<I, int64_t>) {
+    max_pool_2x2(src, out, idx, W, Ho, Wo);
+  } else {
+    thread_local std::vector<int64_t> places;
+    places.resize(size_t(Ho * Wo));
+    max_pool_2x2(src, out, places.data(), W, Ho, Wo);
+    for (int64_t oh = 0; oh < Ho; ++oh)
+      for (int64_t j = 0; j < Wo; ++j) {
+        const int64_t rel = places[oh * Wo + j] - (2 * oh * W + 2 * j), row = rel >= W;
+        idx[oh * Wo + j] = uint8_t(2 * row + rel - row * W);
+      }
+  }
+}
+
+template <class T, class I>
+void max_pool_plane(const T* src, T* o, I* oi, const Conv2dGeometry& g) {
+  // Without padding every window lies inside the input (ceil_mode aside): no bounds checks.
+  const bool inside = g.pad_h == 0 && g.pad_w == 0 && (g.Ho - 1) * g.sh + (g.kh - 1) * g.dh < g.H &&
+                      (g.Wo - 1) * g.sw + (g.kw - 1) * g.dw < g.W;
+  if (inside && g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.dh == 1 && g.dw == 1)
+    return max_pool_2x2_as(src, o, oi, g.W, g.Ho, g.Wo);
+  if (inside) {
+    // locals: the index stores could otherwise alias the geometry's fields
+    const int64_t Ho = g.Ho, Wo = g.Wo, W = g.W, sh = g.sh, sw = g.sw, kh = g.kh, kw = g.kw;
+    const int64_t rstep = g.dh * W, cstep = g.dw;
+    for (int64_t oh = 0; oh < Ho; ++oh)
+      for (int64_t ow = 0; ow < Wo; ++ow) {
+        const int64_t base = oh * sh * W + ow * sw;
+        T best = src[base];
+        int64_t bi = base, bt = 0;
+        for (int64_t ki = 0; ki < kh; ++ki)
+          for (int64_t kj = 0; kj < kw; ++kj) {
+            const int64_t at = base + ki * rstep + kj * cstep, tap = ki * kw + kj;
+            const T v = src[at];
+            // NaN wins, as in PyTorch. The choice is data-dependent, so it is made with masks:
+            // a branch here mispredicts about half the time on real activations.
+            const bool take = (v > best) | ((v != v) & (best == best));
+            select_if(take, best, v);
+            bi ^= (bi ^ at) & -int64_t(take);
+            bt ^= (bt ^ tap) & -int64_t(take);
+          }
+        o[oh * Wo + ow] = best;
+        oi[oh * Wo + ow] = winner<I>(bi, bt);
+      }
+    return;
+  }
+  for (int64_t oh = 0; oh < g.Ho; ++oh)
+    for (int64_t ow = 0; ow < g.Wo; ++ow) {
+      T best = -std::numeric_limits<T>::infinity();
+      int64_t bi = -1, bt = 0;
+      bool nan = false;  // the first NaN wins, as in PyTorch
+      for (int64_t ki = 0; ki < g.kh && !nan; ++ki) {
+        const int64_t ih = oh * g.sh - g.pad_h + ki * g.dh;
+        if (ih < 0 || ih >= g.H) continue;
+        for (int64_t kj = 0; kj < g.kw && !nan; ++kj) {
+          const int64_t iw = ow * g.sw - g.pad_w + kj * g.dw;
+          if (iw < 0 || iw >= g.W) continue;
+          const T v = src[ih * g.W + iw];
+          nan = std::isnan(v);
+          if (bi < 0 || v > best || nan) {
+            best = v;
+            bi = ih * g.W + iw;
+            bt = ki * g.kw + kj;
+          }
+        }
+      }
+      o[oh * g.Wo + ow] = best;
+      oi[oh * g.Wo + ow] = winner<I>(bi, bt);
+    }
+}
+
 template <class F>
 void for_planes(int64_t planes, int64_t work_per_plane, F&& f) {
 #pragma omp parallel for schedule(static) if (planes * work_per_plane >= kParallelGrain)
   for (int64_t pl = 0; pl < planes; ++pl) f(pl);
+}
+
+// Calls f with a type tag of the indices' element type (int64 plane places or uint8 taps).
+template <class F>
+void visit_pool_indices(const Tensor& indices, F&& f) {
+  if (indices.dtype() == kUInt8) return f(type_tag<uint8_t>{});
+  MG_CHECK(indices.dtype() == kInt64, "max_pool2d: indices must be int64 or uint8, got ", indices.dtype());
+  f(type_tag<int64_t>{});
 }
 
 }  // namespace
@@ -94,84 +189,57 @@ void for_planes(int64_t planes, int64_t work_per_plane, F&& f) {
 void CpuBackend::max_pool2d(const Tensor& out, const Tensor& indices, const Tensor& x,
                             const Pool2dGeometry& p) {
   visit_floating(x.dtype(), "max_pool2d", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const Conv2dGeometry& g = p.g;
-    const T* xp = x.data_ptr<T>();
-    T* op = out.data_ptr<T>();
-    int64_t* ip = indices.data_ptr<int64_t>();
-    const int64_t HW = g.H * g.W, L = g.Ho * g.Wo;
-    // Without padding every window lies inside the input (ceil_mode aside): no bounds checks.
-    const bool inside = g.pad_h == 0 && g.pad_w == 0 && (g.Ho - 1) * g.sh + (g.kh - 1) * g.dh < g.H &&
-                        (g.Wo - 1) * g.sw + (g.kw - 1) * g.dw < g.W;
-    for_planes(x.size(0), L * g.kh * g.kw, [&](int64_t pl) {
-      const T* src = xp + pl * HW;
-      if (inside && g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.dh == 1 && g.dw == 1) {
-        max_pool_2x2(src, op + pl * L, ip + pl * L, g.W, g.Ho, g.Wo);
-        return;
-      }
-      if (inside) {
-        // locals: the int64 index stores could otherwise alias the geometry's fields
-        const int64_t Ho = g.Ho, Wo = g.Wo, W = g.W, sh = g.sh, sw = g.sw, kh = g.kh, kw = g.kw;
-        const int64_t rstep = g.dh * W, cstep = g.dw;
-        T* o = op + pl * L;
-        int64_t* oi = ip + pl * L;
-        for (int64_t oh = 0; oh < Ho; ++oh)
-          for (int64_t ow = 0; ow < Wo; ++ow) {
-            const int64_t base = oh * sh * W + ow * sw;
-            T best = src[base];
-            int64_t bi = base;
-            for (int64_t ki = 0; ki < kh; ++ki)
-              for (int64_t kj = 0; kj < kw; ++kj) {
-                const int64_t at = base + ki * rstep + kj * cstep;
-                const T v = src[at];
-                // NaN wins, as in PyTorch. The choice is data-dependent, so it is made with masks:
-                // a branch here mispredicts about half the time on real activations.
-                const bool take = (v > best) | ((v != v) & (best == best));
-                select_if(take, best, v);
-                bi ^= (bi ^ at) & -int64_t(take);
-              }
-            o[oh * Wo + ow] = best;
-            oi[oh * Wo + ow] = bi;
-          }
-        return;
-      }
-      for (int64_t oh = 0; oh < g.Ho; ++oh)
-        for (int64_t ow = 0; ow < g.Wo; ++ow) {
-          T best = -std::numeric_limits<T>::infinity();
-          int64_t bi = -1;
-          bool nan = false;  // the first NaN wins, as in PyTorch
-          for (int64_t ki = 0; ki < g.kh && !nan; ++ki) {
-            const int64_t ih = oh * g.sh - g.pad_h + ki * g.dh;
-            if (ih < 0 || ih >= g.H) continue;
-            for (int64_t kj = 0; kj < g.kw && !nan; ++kj) {
-              const int64_t iw = ow * g.sw - g.pad_w + kj * g.dw;
-              if (iw < 0 || iw >= g.W) continue;
-              const T v = src[ih * g.W + iw];
-              nan = std::isnan(v);
-              if (bi < 0 || v > best || nan) {
-                best = v;
-                bi = ih * g.W + iw;
-              }
-            }
-          }
-          op[pl * L + oh * g.Wo + ow] = best;
-          ip[pl * L + oh * g.Wo + ow] = bi;
-        }
+    visit_pool_indices(indices, [&](auto itag) {
+      using T = typename decltype(tag)::type;
+      using I = typename decltype(itag)::type;
+      const Conv2dGeometry& g = p.g;
+      const T* xp = x.data_ptr<T>();
+      T* op = out.data_ptr<T>();
+      I* ip = indices.data_ptr<I>();
+      const int64_t HW = g.H * g.W, L = g.Ho * g.Wo;
+      for_planes(x.size(0), L * g.kh * g.kw,
+                 [&](int64_t pl) { max_pool_plane(xp + pl * HW, op + pl * L, ip + pl * L, g); });
     });
   });
 }
 
-void CpuBackend::max_pool2d_backward(const Tensor& gx, const Tensor& gy, const Tensor& indices) {
+void CpuBackend::max_pool2d_backward(const Tensor& gx, const Tensor& gy, const Tensor& indices,
+                                     const Pool2dGeometry& p) {
   visit_floating(gx.dtype(), "max_pool2d_backward", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    T* gxp = gx.data_ptr<T>();
-    const T* gyp = gy.data_ptr<T>();
-    const int64_t* ip = indices.data_ptr<int64_t>();
-    const int64_t HW = gx.size(1) * gx.size(2), L = gy.size(1) * gy.size(2);
-    for_planes(gx.size(0), HW + L, [&](int64_t pl) {
-      T* dst = gxp + pl * HW;
-      std::fill(dst, dst + HW, T(0));
-      for (int64_t i = 0; i < L; ++i) dst[ip[pl * L + i]] += gyp[pl * L + i];
+    visit_pool_indices(indices, [&](auto itag) {
+      using T = typename decltype(tag)::type;
+      using I = typename decltype(itag)::type;
+      const Conv2dGeometry& g = p.g;
+      T* gxp = gx.data_ptr<T>();
+      const T* gyp = gy.data_ptr<T>();
+      const I* ip = indices.data_ptr<I>();
+      const int64_t HW = g.H * g.W, L = g.Ho * g.Wo;
+      // a tap's place relative to its window's top-left corner (a winner is never in the padding)
+      std::vector<int64_t> tap_offset;
+      if constexpr (std::is_same_v<I, uint8_t>) {
+        MG_CHECK(g.kh * g.kw < kNoTap, "max_pool2d_backward: uint8 taps need a window of fewer than ",
+                 int(kNoTap), " places, got ", g.kh, "x", g.kw);
+        for (int64_t ki = 0; ki < g.kh; ++ki)
+          for (int64_t kj = 0; kj < g.kw; ++kj) tap_offset.push_back(ki * g.dh * g.W + kj * g.dw);
+        tap_offset.resize(256, 0);  // every uint8 reads inside the table
+      }
+      for_planes(gx.size(0), HW + L, [&](int64_t pl) {
+        T* dst = gxp + pl * HW;
+        const T* src = gyp + pl * L;
+        const I* idx = ip + pl * L;
+        std::fill(dst, dst + HW, T(0));
+        if constexpr (std::is_same_v<I, int64_t>) {
+          for (int64_t i = 0; i < L; ++i)
+            if (idx[i] >= 0) dst[idx[i]] += src[i];
+        } else {
+          for (int64_t oh = 0; oh < g.Ho; ++oh)
+            for (int64_t ow = 0; ow < g.Wo; ++ow) {
+              const int64_t corner = (oh * g.sh - g.pad_h) * g.W + ow * g.sw - g.pad_w;
+              const uint8_t t = idx[oh * g.Wo + ow];
+              if (t != kNoTap) dst[corner + tap_offset[t]] += src[oh * g.Wo + ow];
+            }
+        }
+      });
     });
   });
 }
