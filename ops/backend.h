@@ -91,6 +91,10 @@ class Backend {
                                    const Pool2dGeometry& g) = 0;
   virtual void avg_pool2d(const Tensor& out, const Tensor& x, const Pool2dGeometry& g) = 0;
   virtual void avg_pool2d_backward(const Tensor& gx, const Tensor& gy, const Pool2dGeometry& g) = 0;
+  // out (N, C, S) contiguous += bias[c] (a conv's bias).
+  virtual void channel_bias(const Tensor& out, const Tensor& bias) = 0;
+  // out (C) = the sum of x (N, C, S) contiguous over N and S (a conv's bias gradient).
+  virtual void channel_sums(const Tensor& out, const Tensor& x) = 0;
   // Per-channel statistics of x (N, C, S) contiguous: mean and biased variance (C each).
   virtual void channel_moments(const Tensor& mean, const Tensor& var, const Tensor& x) = 0;
   // Per-channel sums of gy and gy*x over (N, S).

@@ -128,10 +128,17 @@ void conv_core(const ConvPlan& p, const Tensor& w, const Tensor& ximg, const Ten
   }
 }
 
+// out is a conv's fresh (N, Cout, Ho, Wo) output.
 void add_bias(const Tensor& out, const Tensor& bias) {
   if (!bias.defined()) return;
-  Tensor b = bias.detach().view({1, bias.size(0), 1, 1}).expand(out.sizes());
-  backend_for(out.device()).binary(BinaryOp::Add, out, out, b, 1.0);
+  backend_for(out.device()).channel_bias(out.view({out.size(0), out.size(1), -1}), bias.detach().contiguous());
+}
+
+// db = the sum of gy over N, Ho and Wo.
+Tensor bias_grad(const Tensor& gy) {
+  Tensor g = gy.contiguous(), db = empty({gy.size(1)}, gy.options());
+  backend_for(g.device()).channel_sums(db, g.view({g.size(0), g.size(1), -1}));
+  return db;
 }
 
 // Records a conv's one tape node, saving x (for dW) and W (for dx) only when needed. Backward is
@@ -152,7 +159,7 @@ void record_conv(const char* name, const ConvPlan& p, const Tensor& x, const Ten
     Tensor xv = gw ? sx.unpack(name).contiguous() : Tensor();
     if (transposed) conv_core(p, wv, gy, xv, dx, dw, {});
     else conv_core(p, wv, xv, gy, {}, dw, dx);
-    return std::vector<Tensor>{dx, dw, gb ? sum(gy, {0, 2, 3}) : Tensor()};
+    return std::vector<Tensor>{dx, dw, gb ? bias_grad(gy) : Tensor()};
   });
 }
 

@@ -36,6 +36,8 @@ class CpuBackend final : public Backend {
                            const Pool2dGeometry& g) override;
   void avg_pool2d(const Tensor& out, const Tensor& x, const Pool2dGeometry& g) override;
   void avg_pool2d_backward(const Tensor& gx, const Tensor& gy, const Pool2dGeometry& g) override;
+  void channel_bias(const Tensor& out, const Tensor& bias) override;
+  void channel_sums(const Tensor& out, const Tensor& x) override;
   void channel_moments(const Tensor& mean, const Tensor& var, const Tensor& x) override;
   void channel_grad_sums(const Tensor& sum_gy, const Tensor& sum_gyx, const Tensor& gy,
                          const Tensor& x) override;

@@ -1,4 +1,5 @@
-// CPU per-channel kernels for batch norm: moments, gradient sums, and the affine map.
+// CPU per-channel kernels: a conv's bias and its gradient; batch norm's moments, gradient sums,
+// and affine map.
 // Parallel over channels; each channel's (N, S) block is reduced in double.
 #include <omp.h>
 
@@ -6,6 +7,47 @@
 #include "loops.h"
 
 namespace minigrad::cpu {
+
+void CpuBackend::channel_bias(const Tensor& out, const Tensor& bias) {
+  visit_floating(out.dtype(), "conv bias", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const int64_t N = out.size(0), C = out.size(1), S = out.size(2);
+    T* op = out.data_ptr<T>();
+    const T* bp = bias.data_ptr<T>();
+#pragma omp parallel for schedule(static) if (N * C * S >= kParallelGrain)
+    for (int64_t nc = 0; nc < N * C; ++nc) {
+      T* row = op + nc * S;
+      const T b = bp[nc % C];
+      for (int64_t i = 0; i < S; ++i) row[i] += b;
+    }
+  });
+}
+
+void CpuBackend::channel_sums(const Tensor& out, const Tensor& x) {
+  visit_floating(x.dtype(), "conv bias gradient", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const int64_t N = x.size(0), C = x.size(1), S = x.size(2);
+    const T* xp = x.data_ptr<T>();
+    T* op = out.data_ptr<T>();
+#pragma omp parallel for schedule(static) if (N * C * S >= kParallelGrain)
+    for (int64_t c = 0; c < C; ++c) {
+      // each row in T with 8 running sums (vectorizable), the rows added up in double
+      double s = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        const T* row = xp + (n * C + c) * S;
+        T part[8] = {};
+        int64_t i = 0;
+        for (; i + 8 <= S; i += 8)
+          for (int j = 0; j < 8; ++j) part[j] += row[i + j];
+        double r = 0;
+        for (int j = 0; j < 8; ++j) r += double(part[j]);
+        for (; i < S; ++i) r += double(row[i]);
+        s += r;
+      }
+      op[c] = T(s);
+    }
+  });
+}
 
 void CpuBackend::channel_moments(const Tensor& mean, const Tensor& var, const Tensor& x) {
   visit_floating(x.dtype(), "batch_norm", [&](auto tag) {
