@@ -12,6 +12,9 @@
 #include <vector>
 
 #include "error.h"
+#ifdef MINIGRAD_WITH_CUDA
+#include "cuda_context.h"
+#endif
 
 namespace minigrad {
 namespace {
@@ -151,18 +154,26 @@ CpuAllocator& cpu_allocator() {
   return *a;
 }
 
-Allocator* g_allocators[kNumDeviceTypes] = {};
+AllocatorOfIndex g_allocators[kNumDeviceTypes] = {};
+
+#ifdef MINIGRAD_WITH_CUDA
+constexpr const char* kNoCudaWhy = "this build has the CUDA backend, but no CUDA device is present";
+#else
+constexpr const char* kNoCudaWhy = "this build of minigrad has no CUDA backend; configure with CUDA to use it";
+#endif
 
 }  // namespace
 
-void register_allocator(DeviceType t, Allocator* a) { g_allocators[int(t)] = a; }
+void register_allocator(DeviceType t, AllocatorOfIndex of) { g_allocators[int(t)] = of; }
 
 Allocator& allocator_for(Device d) {
   if (d.is_cpu()) return cpu_allocator();
-  Allocator* a = g_allocators[int(d.type)];
-  MG_CHECK(a, "allocator: no allocator for device ", d,
-           " (this build of minigrad has no CUDA backend; configure with CUDA to use it)");
-  return *a;
+#ifdef MINIGRAD_WITH_CUDA
+  if (d.is_cuda()) cuda::ensure_allocator();
+#endif
+  AllocatorOfIndex of = g_allocators[int(d.type)];
+  MG_CHECK(of, "allocator: no allocator for device ", d, " (", kNoCudaWhy, ")");
+  return of(d.index);
 }
 
 MemoryStats memory_stats(Device d) { return allocator_for(d).stats(); }

@@ -27,9 +27,11 @@ class Allocator {
   virtual void empty_cache() = 0;
 };
 
-// The allocator for a device type; throws if that backend is not built or not registered.
+// The allocator of a device; throws if its backend is not built or it has no such device.
 Allocator& allocator_for(Device d);
-void register_allocator(DeviceType t, Allocator* a);
+// A non-CPU backend registers how to find the allocator of each of its devices.
+using AllocatorOfIndex = Allocator& (*)(int index);
+void register_allocator(DeviceType t, AllocatorOfIndex of);
 
 MemoryStats memory_stats(Device d = Device::cpu());
 void reset_peak_memory_stats(Device d = Device::cpu());

@@ -1,0 +1,173 @@
+// CUDA pooling kernels: one thread per output window; the backward passes add into the input
+// gradient with atomics (windows may overlap).
+#include <limits>
+
+#include "cuda_backend.h"
+#include "loops.cuh"
+
+namespace minigrad::cuda {
+
+namespace {
+
+struct Window {
+  int64_t h0, h1, w0, w1, count;
+};
+
+// The (avg) window of output (oh, ow), as on the CPU.
+__device__ Window window(const Pool2dGeometry& p, int64_t oh, int64_t ow) {
+  const Conv2dGeometry& g = p.g;
+  Window w{};
+  if (p.adaptive) {
+    w.h0 = oh * g.H / g.Ho;
+    w.h1 = ((oh + 1) * g.H + g.Ho - 1) / g.Ho;
+    w.w0 = ow * g.W / g.Wo;
+    w.w1 = ((ow + 1) * g.W + g.Wo - 1) / g.Wo;
+    w.count = (w.h1 - w.h0) * (w.w1 - w.w0);
+    return w;
+  }
+  const int64_t hs = oh * g.sh - g.pad_h, ws = ow * g.sw - g.pad_w;
+  const int64_t he = ::min(hs + g.kh, g.H + g.pad_h), we = ::min(ws + g.kw, g.W + g.pad_w);
+  const int64_t padded = (he - hs) * (we - ws);
+  w.h0 = ::max(hs, int64_t(0));
+  w.w0 = ::max(ws, int64_t(0));
+  w.h1 = ::min(he, g.H);
+  w.w1 = ::min(we, g.W);
+  w.count = p.count_include_pad ? padded : (w.h1 - w.h0) * (w.w1 - w.w0);
+  return w;
+}
+
+template <class T>
+__device__ void atomic_add(T* p, T v) { atomicAdd(p, v); }
+
+// indices: int64 places h*W + w (-1: no winner) or uint8 taps ki*kw + kj (255: no winner).
+template <class T, class I>
+__global__ void max_pool_kernel(int64_t n, Conv2dGeometry g, T* out, I* idx, const T* x) {
+  const int64_t L = g.Ho * g.Wo;
+  MG_GRID_LOOP(i, n) {
+    const int64_t pl = i / L, oh = (i % L) / g.Wo, ow = i % g.Wo;
+    const T* src = x + pl * g.H * g.W;
+    T best = -std::numeric_limits<T>::infinity();
+    int64_t bi = -1, bt = 0;
+    bool nan = false;  // the first NaN wins, as in PyTorch
+    for (int64_t ki = 0; ki < g.kh && !nan; ++ki) {
+      const int64_t ih = oh * g.sh - g.pad_h + ki * g.dh;
+      if (ih < 0 || ih >= g.H) continue;
+      for (int64_t kj = 0; kj < g.kw && !nan; ++kj) {
+        const int64_t iw = ow * g.sw - g.pad_w + kj * g.dw;
+        if (iw < 0 || iw >= g.W) continue;
+        const T v = src[ih * g.W + iw];
+        nan = v != v;
+        if (bi < 0 || v > best || nan) {
+          best = v;
+          bi = ih * g.W + iw;
+          bt = ki * g.kw + kj;
+        }
+      }
+    }
+    out[i] = best;
+    if constexpr (std::is_same_v<I, uint8_t>) idx[i] = bi < 0 ? uint8_t(255) : uint8_t(bt);
+    else idx[i] = bi;
+  }
+}
+
+template <class T, class I>
+__global__ void max_pool_backward_kernel(int64_t n, Conv2dGeometry g, T* gx, const T* gy, const I* idx) {
+  const int64_t L = g.Ho * g.Wo;
+  MG_GRID_LOOP(i, n) {
+    const int64_t pl = i / L, oh = (i % L) / g.Wo, ow = i % g.Wo;
+    int64_t place = -1;
+    if constexpr (std::is_same_v<I, uint8_t>) {
+      const int64_t t = idx[i];
+      if (t != 255) {
+        const int64_t ki = t / g.kw, kj = t % g.kw;
+        place = (oh * g.sh - g.pad_h + ki * g.dh) * g.W + ow * g.sw - g.pad_w + kj * g.dw;
+      }
+    } else {
+      place = idx[i];
+    }
+    if (place >= 0) atomic_add(gx + pl * g.H * g.W + place, gy[i]);
+  }
+}
+
+template <class T>
+__global__ void avg_pool_kernel(int64_t n, Pool2dGeometry p, T* out, const T* x) {
+  const Conv2dGeometry& g = p.g;
+  const int64_t L = g.Ho * g.Wo;
+  MG_GRID_LOOP(i, n) {
+    const int64_t pl = i / L, oh = (i % L) / g.Wo, ow = i % g.Wo;
+    const T* src = x + pl * g.H * g.W;
+    const Window w = window(p, oh, ow);
+    double s = 0;
+    for (int64_t ih = w.h0; ih < w.h1; ++ih)
+      for (int64_t iw = w.w0; iw < w.w1; ++iw) s += src[ih * g.W + iw];
+    out[i] = w.count > 0 ? T(s / double(w.count)) : T(0);
+  }
+}
+
+template <class T>
+__global__ void avg_pool_backward_kernel(int64_t n, Pool2dGeometry p, T* gx, const T* gy) {
+  const Conv2dGeometry& g = p.g;
+  const int64_t L = g.Ho * g.Wo;
+  MG_GRID_LOOP(i, n) {
+    const int64_t pl = i / L, oh = (i % L) / g.Wo, ow = i % g.Wo;
+    const Window w = window(p, oh, ow);
+    if (w.count <= 0) continue;
+    const T v = gy[i] / T(w.count);
+    T* dst = gx + pl * g.H * g.W;
+    for (int64_t ih = w.h0; ih < w.h1; ++ih)
+      for (int64_t iw = w.w0; iw < w.w1; ++iw) atomic_add(dst + ih * g.W + iw, v);
+  }
+}
+
+template <class F>
+void visit_pool_indices(const Tensor& indices, F&& f) {
+  if (indices.dtype() == kUInt8) return f(type_tag<uint8_t>{});
+  MG_CHECK(indices.dtype() == kInt64, "max_pool2d: indices must be int64 or uint8, got ", indices.dtype());
+  f(type_tag<int64_t>{});
+}
+
+}  // namespace
+
+void CudaBackend::max_pool2d(const Tensor& out, const Tensor& indices, const Tensor& x, const Pool2dGeometry& p) {
+  visit_floating(x.dtype(), "max_pool2d", [&](auto tag) {
+    visit_pool_indices(indices, [&](auto itag) {
+      using T = typename decltype(tag)::type;
+      using I = typename decltype(itag)::type;
+      launch("max_pool2d", x.device(), out.numel(), max_pool_kernel<T, I>, p.g, ptr<T>(out), ptr<I>(indices),
+             ptr<T>(x));
+    });
+  });
+}
+
+void CudaBackend::max_pool2d_backward(const Tensor& gx, const Tensor& gy, const Tensor& indices,
+                                      const Pool2dGeometry& p) {
+  MG_CHECK(indices.dtype() != kUInt8 || p.g.kh * p.g.kw < 255, "max_pool2d_backward: uint8 taps need a window ",
+           "of fewer than 255 places, got ", p.g.kh, "x", p.g.kw);
+  fill(gx, 0.0);
+  visit_floating(gx.dtype(), "max_pool2d_backward", [&](auto tag) {
+    visit_pool_indices(indices, [&](auto itag) {
+      using T = typename decltype(tag)::type;
+      using I = typename decltype(itag)::type;
+      launch("max_pool2d_backward", gx.device(), gy.numel(), max_pool_backward_kernel<T, I>, p.g, ptr<T>(gx),
+             ptr<T>(gy), ptr<I>(indices));
+    });
+  });
+}
+
+void CudaBackend::avg_pool2d(const Tensor& out, const Tensor& x, const Pool2dGeometry& p) {
+  visit_floating(x.dtype(), "avg_pool2d", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch("avg_pool2d", x.device(), out.numel(), avg_pool_kernel<T>, p, ptr<T>(out), ptr<T>(x));
+  });
+}
+
+void CudaBackend::avg_pool2d_backward(const Tensor& gx, const Tensor& gy, const Pool2dGeometry& p) {
+  fill(gx, 0.0);
+  visit_floating(gx.dtype(), "avg_pool2d_backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch("avg_pool2d_backward", gx.device(), gy.numel(), avg_pool_backward_kernel<T>, p, ptr<T>(gx),
+           ptr<T>(gy));
+  });
+}
+
+}  // namespace minigrad::cuda
