@@ -61,26 +61,20 @@ class CpuAllocator final : public Allocator {
         empty_cache();
         p = sys_alloc(sz);
       }
-      MG_CHECK(p, "cpu allocator: out of memory allocating ", nbytes, " bytes (", current_.load(),
+      MG_CHECK(p, "cpu allocator: out of memory allocating ", nbytes, " bytes (", counters_.current(),
                " bytes held by tensors)");
     }
-    int64_t cur = current_ += int64_t(sz);
-    int64_t peak = peak_.load();
-    while (cur > peak && !peak_.compare_exchange_weak(peak, cur)) {
-    }
+    const int64_t cur = counters_.on_allocate(int64_t(sz));
     int64_t high = live_high_.load();
     while (cur > high && !live_high_.compare_exchange_weak(high, cur)) {
     }
-    ++count_;
-    ++active_;
     return p;
   }
 
   void deallocate(void* p, size_t nbytes) override {
     if (!p) return;
     size_t sz = round_size(nbytes == 0 ? 64 : nbytes);
-    current_ -= int64_t(sz);
-    --active_;
+    counters_.on_free(int64_t(sz));
     if (sz >= kCpuCacheMinBytes) {
       std::lock_guard<std::mutex> lk(mu_);
       if (cached_ + int64_t(sz) <= int64_t(limit_)) {
@@ -94,16 +88,16 @@ class CpuAllocator final : public Allocator {
 
   MemoryStats stats() const override {
     std::lock_guard<std::mutex> lk(mu_);
-    return {current_.load(), peak_.load(), count_.load(), active_.load(), cached_};
+    return counters_.stats(cached_);
   }
-  void reset_peak() override { peak_ = current_.load(); }
+  void reset_peak() override { counters_.reset_peak(); }
   void empty_cache() override {
     std::lock_guard<std::mutex> lk(mu_);
     for (auto& [sz, v] : cache_)
       for (const Cached& c : v) sys_free(c.p, sz);
     cache_.clear();
     cached_ = 0;
-    live_high_ = current_.load();  // the cache's cap starts again from what is live now
+    live_high_ = counters_.current();  // the cache's cap starts again from what is live now
   }
   void set_limit(size_t b) {
     {
@@ -127,9 +121,9 @@ class CpuAllocator final : public Allocator {
   // a tighter cap makes every step unmap and fault in the same blocks again (1.0: 40% slower).
   static constexpr double kFootprintSlack = 1.5;
   void trim_for(size_t sz) {
-    const int64_t cap = int64_t(double(std::max(live_high_.load(), current_.load() + int64_t(sz))) *
+    const int64_t cap = int64_t(double(std::max(live_high_.load(), counters_.current() + int64_t(sz))) *
                                 kFootprintSlack);
-    while (cached_ > 0 && current_.load() + cached_ + int64_t(sz) > cap) {
+    while (cached_ > 0 && counters_.current() + cached_ + int64_t(sz) > cap) {
       auto oldest = cache_.end();
       for (auto it = cache_.begin(); it != cache_.end(); ++it)
         if (!it->second.empty() && (oldest == cache_.end() || it->second.front().stamp < oldest->second.front().stamp))
@@ -145,7 +139,7 @@ class CpuAllocator final : public Allocator {
   int64_t cached_ = 0;
   uint64_t clock_ = 0;
   size_t limit_ = size_t(1) << 30;
-  std::atomic<int64_t> current_{0}, peak_{0}, count_{0}, active_{0};
+  AllocationCounters counters_;
   std::atomic<int64_t> live_high_{0};  // the most tensor bytes ever live (reset_peak leaves it)
 };
 
@@ -156,13 +150,17 @@ CpuAllocator& cpu_allocator() {
 
 AllocatorOfIndex g_allocators[kNumDeviceTypes] = {};
 
-#ifdef MINIGRAD_WITH_CUDA
-constexpr const char* kNoCudaWhy = "this build has the CUDA backend, but no CUDA device is present";
-#else
-constexpr const char* kNoCudaWhy = "this build of minigrad has no CUDA backend; configure with CUDA to use it";
-#endif
+
 
 }  // namespace
+
+const char* cuda_unavailable_reason() {
+#ifdef MINIGRAD_WITH_CUDA
+  return "this build has the CUDA backend, but no CUDA device is present";
+#else
+  return "this build of minigrad has no CUDA backend; configure with CUDA to use it";
+#endif
+}
 
 void register_allocator(DeviceType t, AllocatorOfIndex of) { g_allocators[int(t)] = of; }
 
@@ -172,7 +170,7 @@ Allocator& allocator_for(Device d) {
   if (d.is_cuda()) cuda::ensure_allocator();
 #endif
   AllocatorOfIndex of = g_allocators[int(d.type)];
-  MG_CHECK(of, "allocator: no allocator for device ", d, " (", kNoCudaWhy, ")");
+  MG_CHECK(of, "allocator: no allocator for device ", d, " (", cuda_unavailable_reason(), ")");
   return of(d.index);
 }
 

@@ -1,5 +1,6 @@
 // minigrad: storage allocation through per-device allocators with readable counters.
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -15,6 +16,33 @@ struct MemoryStats {
   int64_t cached_bytes = 0;       // bytes kept by the cache for reuse (not in current_bytes)
 };
 
+// The counters behind MemoryStats, shared by the CPU and CUDA allocators (thread-safe).
+class AllocationCounters {
+ public:
+  // Returns the new current byte count.
+  int64_t on_allocate(int64_t bytes) {
+    const int64_t cur = current_ += bytes;
+    int64_t peak = peak_.load();
+    while (cur > peak && !peak_.compare_exchange_weak(peak, cur)) {
+    }
+    ++count_;
+    ++active_;
+    return cur;
+  }
+  void on_free(int64_t bytes) {
+    current_ -= bytes;
+    --active_;
+  }
+  int64_t current() const { return current_.load(); }
+  MemoryStats stats(int64_t cached_bytes) const {
+    return {current_.load(), peak_.load(), count_.load(), active_.load(), cached_bytes};
+  }
+  void reset_peak() { peak_ = current_.load(); }
+
+ private:
+  std::atomic<int64_t> current_{0}, peak_{0}, count_{0}, active_{0};
+};
+
 class Allocator {
  public:
   virtual ~Allocator() = default;
@@ -26,6 +54,9 @@ class Allocator {
   // Gives cached, unused blocks back to the system.
   virtual void empty_cache() = 0;
 };
+
+// Why a CUDA device cannot be used in this build (no backend compiled in, or no device present).
+const char* cuda_unavailable_reason();
 
 // The allocator of a device; throws if its backend is not built or it has no such device.
 Allocator& allocator_for(Device d);

@@ -87,9 +87,9 @@ class CudaAllocator final : public Allocator {
         size_t free_b = 0, total_b = 0;
         MG_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
         MG_FAIL("CUDA out of memory on cuda:", index_, ": tried to allocate ", mib(int64_t(sz)), " (",
-                nbytes, " bytes); tensors hold ", mib(current_.load()), ", the cache held ",
-                "none after emptying it, the GPU has ", mib(int64_t(free_b)), " free of ",
-                mib(int64_t(total_b)));
+                nbytes, " bytes); minigrad's tensors hold ", mib(counters_.current()),
+                " (its cache was emptied before this retry); the GPU has ", mib(int64_t(free_b)),
+                " free of ", mib(int64_t(total_b)));
       }
     }
     count(sz);
@@ -99,8 +99,7 @@ class CudaAllocator final : public Allocator {
   void deallocate(void* p, size_t nbytes) override {
     if (!p) return;
     const size_t sz = round_size(nbytes);
-    current_ -= int64_t(sz);
-    --active_;
+    counters_.on_free(int64_t(sz));
     std::lock_guard<std::mutex> lk(mu_);
     cache_[sz].push_back(p);
     cached_ += int64_t(sz);
@@ -108,9 +107,9 @@ class CudaAllocator final : public Allocator {
 
   MemoryStats stats() const override {
     std::lock_guard<std::mutex> lk(mu_);
-    return {current_.load(), peak_.load(), count_.load(), active_.load(), cached_};
+    return counters_.stats(cached_);
   }
-  void reset_peak() override { peak_ = current_.load(); }
+  void reset_peak() override { counters_.reset_peak(); }
   void empty_cache() override {
     std::lock_guard<std::mutex> lk(mu_);
     if (cached_ == 0) return;
@@ -124,20 +123,13 @@ class CudaAllocator final : public Allocator {
   }
 
  private:
-  void count(size_t sz) {
-    const int64_t cur = current_ += int64_t(sz);
-    int64_t peak = peak_.load();
-    while (cur > peak && !peak_.compare_exchange_weak(peak, cur)) {
-    }
-    ++count_;
-    ++active_;
-  }
+  void count(size_t sz) { counters_.on_allocate(int64_t(sz)); }
 
   int index_;
   mutable std::mutex mu_;
   std::unordered_map<size_t, std::vector<void*>> cache_;
   int64_t cached_ = 0;
-  std::atomic<int64_t> current_{0}, peak_{0}, count_{0}, active_{0};
+  AllocationCounters counters_;
 };
 
 }  // namespace

@@ -9,11 +9,6 @@ namespace minigrad {
 
 namespace {
 Backend* g_backends[kNumDeviceTypes] = {};
-#ifdef MINIGRAD_WITH_CUDA
-constexpr const char* kNoBackendWhy = "this build has the CUDA backend, but no CUDA device is present";
-#else
-constexpr const char* kNoBackendWhy = "this build of minigrad has no CUDA backend; configure with CUDA to use it";
-#endif
 }  // namespace
 
 void register_backend(DeviceType t, Backend* b) { g_backends[int(t)] = b; }
@@ -24,7 +19,7 @@ Backend& backend_for(Device d) {
   if (d.is_cuda()) cuda::ensure_registered();
 #endif
   Backend* b = g_backends[int(d.type)];
-  MG_CHECK(b, "backend: no kernels for device ", d, " (", kNoBackendWhy, ")");
+  MG_CHECK(b, "backend: no kernels for device ", d, " (", cuda_unavailable_reason(), ")");
   return *b;
 }
 

@@ -109,6 +109,14 @@ class Backend {
                                 bool log) = 0;
 };
 
+// Calls f with a type tag of max_pool2d's index type: int64 places or uint8 window taps.
+template <class F>
+void visit_pool_indices(const Tensor& indices, F&& f) {
+  if (indices.dtype() == kUInt8) return f(type_tag<uint8_t>{});
+  MG_CHECK(indices.dtype() == kInt64, "max_pool2d: indices must be int64 or uint8, got ", indices.dtype());
+  f(type_tag<int64_t>{});
+}
+
 // The backend of a device; throws a clear error if it is not built into this minigrad.
 Backend& backend_for(Device d);
 void register_backend(DeviceType t, Backend* b);

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "../gemm_layout.h"
 #include "cpu_backend.h"
 #include "loops.h"
 #include "../ops.h"
@@ -18,20 +19,6 @@ namespace minigrad::cpu {
 
 namespace {
 
-struct MatLayout {
-  bool trans = false;
-  int64_t ld = 0;
-  bool ok = false;
-};
-
-// How the last two dims (rows r, cols c; strides rs, cs) can be handed to row-major cblas.
-MatLayout layout(int64_t r, int64_t c, int64_t rs, int64_t cs) {
-  if ((cs == 1 || c == 1) && (rs >= std::max<int64_t>(c, 1) || r == 1))
-    return {false, std::max<int64_t>({rs, c, 1}), true};
-  if ((rs == 1 || r == 1) && (cs >= std::max<int64_t>(r, 1) || c == 1))
-    return {true, std::max<int64_t>({cs, r, 1}), true};
-  return {};
-}
 
 template <class T>
 void gemm_one(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
@@ -55,13 +42,13 @@ void CpuBackend::gemm(const Tensor& out, const Tensor& a0, const Tensor& b0, dou
     else binary(BinaryOp::Mul, out, out, full(out.sizes(), beta, out.options()), 1.0);
     return;
   }
-  MatLayout la = layout(M, K, a0.stride(1), a0.stride(2));
-  MatLayout lb = layout(K, N, b0.stride(1), b0.stride(2));
+  MatLayout la = mat_layout(M, K, a0.stride(1), a0.stride(2));
+  MatLayout lb = mat_layout(K, N, b0.stride(1), b0.stride(2));
   // Layouts BLAS cannot take (e.g. both strides > 1) are copied once.
   Tensor a = la.ok ? a0 : a0.contiguous();
   Tensor b = lb.ok ? b0 : b0.contiguous();
-  if (!la.ok) la = layout(M, K, a.stride(1), a.stride(2));
-  if (!lb.ok) lb = layout(K, N, b.stride(1), b.stride(2));
+  if (!la.ok) la = mat_layout(M, K, a.stride(1), a.stride(2));
+  if (!lb.ok) lb = mat_layout(K, N, b.stride(1), b.stride(2));
   if (out.dtype() == kInt64) {  // no BLAS for integers: a plain loop
     const int64_t* ap = a.data_ptr<int64_t>();
     const int64_t* bp = b.data_ptr<int64_t>();

@@ -176,14 +176,6 @@ void for_planes(int64_t planes, int64_t work_per_plane, F&& f) {
   for (int64_t pl = 0; pl < planes; ++pl) f(pl);
 }
 
-// Calls f with a type tag of the indices' element type (int64 plane places or uint8 taps).
-template <class F>
-void visit_pool_indices(const Tensor& indices, F&& f) {
-  if (indices.dtype() == kUInt8) return f(type_tag<uint8_t>{});
-  MG_CHECK(indices.dtype() == kInt64, "max_pool2d: indices must be int64 or uint8, got ", indices.dtype());
-  f(type_tag<int64_t>{});
-}
-
 }  // namespace
 
 void CpuBackend::max_pool2d(const Tensor& out, const Tensor& indices, const Tensor& x,

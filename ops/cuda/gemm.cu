@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "../ops.h"
+#include "../gemm_layout.h"
 #include "cuda_backend.h"
 #include "loops.cuh"
 
@@ -11,20 +12,6 @@ namespace minigrad::cuda {
 
 namespace {
 
-struct MatLayout {
-  bool trans = false;
-  int64_t ld = 0;
-  bool ok = false;
-};
-
-// How the last two dims (rows r, cols c; strides rs, cs) can be handed to cuBLAS.
-MatLayout layout(int64_t r, int64_t c, int64_t rs, int64_t cs) {
-  if ((cs == 1 || c == 1) && (rs >= std::max<int64_t>(c, 1) || r == 1))
-    return {false, std::max<int64_t>({rs, c, 1}), true};
-  if ((rs == 1 || r == 1) && (cs >= std::max<int64_t>(r, 1) || c == 1))
-    return {true, std::max<int64_t>({cs, r, 1}), true};
-  return {};
-}
 
 __global__ void gemm_int64_kernel(int64_t n, int64_t M, int64_t N, int64_t K, Indexer<1> unused, int64_t alpha,
                                   int64_t beta, const int64_t* a, int64_t as0, int64_t as1, int64_t as2,
@@ -54,12 +41,12 @@ void CudaBackend::gemm(const Tensor& out, const Tensor& a0, const Tensor& b0, do
            b0.stride(1), b0.stride(2), ptr<int64_t>(out));
     return;
   }
-  MatLayout la = layout(M, K, a0.stride(1), a0.stride(2));
-  MatLayout lb = layout(K, N, b0.stride(1), b0.stride(2));
+  MatLayout la = mat_layout(M, K, a0.stride(1), a0.stride(2));
+  MatLayout lb = mat_layout(K, N, b0.stride(1), b0.stride(2));
   Tensor a = la.ok ? a0 : a0.contiguous();  // layouts cuBLAS cannot take are copied once
   Tensor b = lb.ok ? b0 : b0.contiguous();
-  if (!la.ok) la = layout(M, K, a.stride(1), a.stride(2));
-  if (!lb.ok) lb = layout(K, N, b.stride(1), b.stride(2));
+  if (!la.ok) la = mat_layout(M, K, a.stride(1), a.stride(2));
+  if (!lb.ok) lb = mat_layout(K, N, b.stride(1), b.stride(2));
   const cublasOperation_t opa = la.trans ? CUBLAS_OP_T : CUBLAS_OP_N, opb = lb.trans ? CUBLAS_OP_T : CUBLAS_OP_N;
   MG_CHECK(M <= INT32_MAX && N <= INT32_MAX && K <= INT32_MAX && B <= INT32_MAX, "matmul: dims (", B, ", ", M,
            ", ", N, ", ", K, ") exceed cuBLAS's int range");

@@ -119,12 +119,6 @@ __global__ void avg_pool_backward_kernel(int64_t n, Pool2dGeometry p, T* gx, con
   }
 }
 
-template <class F>
-void visit_pool_indices(const Tensor& indices, F&& f) {
-  if (indices.dtype() == kUInt8) return f(type_tag<uint8_t>{});
-  MG_CHECK(indices.dtype() == kInt64, "max_pool2d: indices must be int64 or uint8, got ", indices.dtype());
-  f(type_tag<int64_t>{});
-}
 
 }  // namespace
 
