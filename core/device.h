@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <ostream>
+#include <string_view>
 
 namespace minigrad {
 
@@ -23,6 +24,10 @@ struct Device {
 
 inline constexpr DeviceType kCPU = DeviceType::CPU;
 inline constexpr DeviceType kCUDA = DeviceType::CUDA;
+
+// "cpu", "cuda" (device 0) or "cuda:N", as LibTorch's torch::Device accepts them; throws
+// minigrad::Error naming the text otherwise.
+Device parse_device(std::string_view s);
 
 inline std::ostream& operator<<(std::ostream& os, Device d) {
   return d.is_cpu() ? os << "cpu" : os << "cuda:" << d.index;

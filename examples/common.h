@@ -29,6 +29,7 @@ struct TrainConfig {
   std::string data, out;
   bool resume = false;
   uint64_t seed = 1;
+  Device device = Device::cpu();  // --device cpu|cuda|cuda:N
 };
 
 // Parses the common flags over `c`'s defaults; `extra` handles program-specific ones (returns
@@ -40,7 +41,8 @@ inline TrainConfig parse_args(int argc, char** argv, TrainConfig c,
     std::string k = argv[i];
     if (k == "--help" || k == "-h") {
       std::cout << "usage: " << c.name << " [--epochs N] [--batch-size B] [--lr LR] [--optimizer adam|sgd] "
-                << "[--weight-decay WD] [--data DIR] [--out DIR] [--resume] [--threads T] [--seed S] [--max-steps N]"
+                << "[--weight-decay WD] [--data DIR] [--out DIR] [--resume] [--threads T] [--seed S] [--max-steps N] "
+                << "[--device cpu|cuda|cuda:N]"
                 << extra_help << "\n";
       std::exit(0);
     }
@@ -60,10 +62,13 @@ inline TrainConfig parse_args(int argc, char** argv, TrainConfig c,
     else if (k == "--threads") c.threads = std::stoll(v);
     else if (k == "--seed") c.seed = std::stoull(v);
     else if (k == "--max-steps") c.max_steps = std::stoll(v);
+    else if (k == "--device") c.device = parse_device(v);
     else MG_CHECK(extra && extra(k, v), c.name, ": unknown option ", k, " (see --help)");
   }
   MG_CHECK(c.epochs > 0 && c.batch_size > 0 && c.lr > 0, c.name, ": epochs, batch size and lr must be positive");
   MG_CHECK(c.optimizer == "adam" || c.optimizer == "sgd", c.name, ": --optimizer is adam or sgd, got ", c.optimizer);
+  MG_CHECK(device_available(c.device), c.name, ": --device ", c.device, " cannot be used: ",
+           c.device.is_cuda() ? cuda_unavailable_reason() : "unknown device");
   return c;
 }
 
@@ -83,7 +88,8 @@ inline std::vector<double> split(const std::string& s) {
 }
 
 // Test accuracy (and mean loss) in eval mode, in batches of 500.
-inline double evaluate(nn::Module& model, const io::TensorDataset& ds, const io::Transform& tf, double* loss_out) {
+inline double evaluate(nn::Module& model, const io::TensorDataset& ds, const io::Transform& tf, double* loss_out,
+                       Device device = Device::cpu()) {
   model.eval();
   NoGradGuard ng;
   Generator gen(0);
@@ -93,7 +99,8 @@ inline double evaluate(nn::Module& model, const io::TensorDataset& ds, const io:
     const int64_t n = std::min<int64_t>(500, ds.size() - s);
     Tensor x = io::images_to_float(ds.images.narrow(0, s, n));
     if (tf) x = tf(x, gen);
-    Tensor y = ds.labels.narrow(0, s, n);
+    x = x.to(device);
+    Tensor y = ds.labels.narrow(0, s, n).to(device);
     Tensor logits = model(x);
     loss += cross_entropy(logits, y, Reduction::Sum).item();
     correct += sum(eq(argmax(logits, 1), y)).item<int64_t>();
@@ -110,8 +117,9 @@ inline double train(const TrainConfig& c, nn::Module& model, const io::TensorDat
   if (c.threads > 0) set_num_threads(int(c.threads));
   std::filesystem::create_directories(c.out);
   const std::string ckpt = c.out + "/checkpoint.safetensors", plot = c.out + "/learning_curve.png";
+  model.to(c.device);
   std::cout << c.name << ": " << train_set.size() << " training and " << test_set.size() << " test images, "
-            << get_num_threads() << " threads\n"
+            << get_num_threads() << " threads, " << c.device << "\n"
             << model << "\n";
   std::unique_ptr<optim::Optimizer> opt;
   if (c.optimizer == "adam") {
@@ -148,13 +156,14 @@ inline double train(const TrainConfig& c, nn::Module& model, const io::TensorDat
       auto batch = loader.next();
       if (!batch) break;
       opt->zero_grad();
-      Tensor logits = model(batch->data);
-      Tensor loss = cross_entropy(logits, batch->target);
+      Tensor target = batch->target.to(c.device);
+      Tensor logits = model(batch->data.to(c.device));
+      Tensor loss = cross_entropy(logits, target);
       loss.backward();
       opt->step();
-      const int64_t n = batch->target.size(0);
+      const int64_t n = target.size(0);
       loss_sum += loss.item() * double(n);
-      correct += sum(eq(argmax(logits.detach(), 1), batch->target)).item<int64_t>();
+      correct += sum(eq(argmax(logits.detach(), 1), target)).item<int64_t>();
       seen += n;
       ++b;
       const auto now = clk::now();
@@ -171,7 +180,7 @@ inline double train(const TrainConfig& c, nn::Module& model, const io::TensorDat
     const double secs = std::chrono::duration<double>(clk::now() - t0).count();
     sched.step();
     double tl = 0;
-    const double acc = evaluate(model, test_set, eval_tf, &tl);
+    const double acc = evaluate(model, test_set, eval_tf, &tl, c.device);
     train_loss.push_back(loss_sum / double(std::max<int64_t>(seen, 1)));
     train_acc.push_back(double(correct) / double(std::max<int64_t>(seen, 1)));
     test_loss.push_back(tl);

@@ -1,5 +1,8 @@
 #include "backend.h"
 
+#include <algorithm>
+#include <string>
+
 #include "cpu/cpu_backend.h"
 #ifdef MINIGRAD_WITH_CUDA
 #include "../core/cuda_context.h"
@@ -12,6 +15,15 @@ Backend* g_backends[kNumDeviceTypes] = {};
 }  // namespace
 
 void register_backend(DeviceType t, Backend* b) { g_backends[int(t)] = b; }
+
+Device parse_device(std::string_view s) {
+  if (s == "cpu") return Device::cpu();
+  if (s == "cuda") return Device::cuda(0);
+  if (s.substr(0, 5) == "cuda:" && s.size() > 5 && s.size() <= 8 &&
+      std::all_of(s.begin() + 5, s.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return Device::cuda(std::stoi(std::string(s.substr(5))));
+  MG_FAIL("device: expected \"cpu\", \"cuda\" or \"cuda:N\", got \"", s, "\"");
+}
 
 Backend& backend_for(Device d) {
   if (d.is_cpu()) return cpu::backend();

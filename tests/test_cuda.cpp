@@ -13,6 +13,18 @@ bool have_cuda() {
 }
 }  // namespace
 
+TEST_CASE("parse_device reads cpu, cuda and cuda:N, and names bad text") {
+  CHECK(parse_device("cpu") == Device::cpu());
+  CHECK(parse_device("cuda") == Device::cuda(0));
+  CHECK(parse_device("cuda:3") == Device::cuda(3));
+  CHECK_ERROR(parse_device("gpu"), "device", "\"gpu\"");
+  CHECK_ERROR(parse_device("cuda:"), "device", "\"cuda:\"");
+  CHECK_ERROR(parse_device("cuda:-1"), "device", "cuda:-1");
+  CHECK_ERROR(parse_device("cuda:1x"), "device", "cuda:1x");
+  if (!device_available(Device::cuda()))
+    CHECK_ERROR(ones({1}, TensorOptions().device(Device::cuda())), "cuda:0", "CUDA");
+}
+
 TEST_CASE("CUDA: to() round trips every dtype, strided views included") {
   if (!have_cuda()) return;
   Tensor f = randn({3, 5}), d = randn({4}, kFloat64), i = randint(-9, 9, {7}), u = randint(0, 256, {9}, kUInt8);
