@@ -208,6 +208,46 @@ TEST_CASE("safetensors: round trip, a file built by hand from the spec, corrupt 
   io::SafetensorsFile h = io::load_safetensors(d / "hand.safetensors");
   check_close(vals(h.tensors[0].second), {1.5, -3.0});
   CHECK(h.metadata["a"] == "b");
+  // As the reference writer (huggingface/safetensors) lays files out: "__metadata__" first, data
+  // sorted by dtype alignment (8-byte types first) while the JSON lists names in another order,
+  // and the header padded with spaces to a multiple of 8.
+  std::string ref = R"({"__metadata__":{"format":"pt"},"b.bias":{"dtype":"F32","shape":[2],"data_offsets":[16,24]},)"
+                    R"("a.weight":{"dtype":"F64","shape":[2,1],"data_offsets":[0,16]}})";
+  ref += std::string((8 - ref.size() % 8) % 8, ' ');
+  std::string rf(8, '\0');
+  uint64_t rlen = ref.size();
+  std::memcpy(rf.data(), &rlen, 8);
+  double f64[2] = {0.5, -2.0};
+  float f32[2] = {1.0f, 2.0f};
+  rf += ref + std::string(reinterpret_cast<char*>(f64), 16) + std::string(reinterpret_cast<char*>(f32), 8);
+  write_bytes(d / "ref.safetensors", rf);
+  io::SafetensorsFile r = io::load_safetensors(d / "ref.safetensors");
+  REQUIRE(r.tensors.size() == 2);
+  CHECK(r.tensors[0].first == "b.bias");
+  check_close(vals(r.tensors[0].second), {1.0, 2.0});
+  CHECK(r.tensors[1].second.sizes() == Shape{2, 1});
+  CHECK(r.tensors[1].second.dtype() == kFloat64);
+  check_close(vals(r.tensors[1].second), {0.5, -2.0});
+  CHECK(r.metadata["format"] == "pt");
+  // And minigrad's own file passes the reference reader's checks: offsets sorted by start begin
+  // at 0 and follow each other without gaps, and the data ends exactly at the end of the file
+  // (checked above through the size); its header is valid UTF-8 JSON starting with '{'.
+  {
+    std::vector<std::pair<uint64_t, uint64_t>> spans;
+    const std::string hdr = raw.substr(8, hl);
+    for (size_t at = hdr.find("\"data_offsets\":["); at != std::string::npos; at = hdr.find("\"data_offsets\":[", at + 1)) {
+      const size_t b = at + 16, comma = hdr.find(',', b), close = hdr.find(']', b);
+      spans.emplace_back(std::stoull(hdr.substr(b, comma - b)), std::stoull(hdr.substr(comma + 1, close - comma - 1)));
+    }
+    std::sort(spans.begin(), spans.end());
+    REQUIRE(spans.size() == 5);
+    uint64_t at = 0;
+    for (auto [b, e] : spans) {
+      CHECK(b == at);
+      at = e;
+    }
+    CHECK(8 + hl + at == raw.size());
+  }
   // Truncated and corrupt variants.
   write_bytes(d / "t1", raw.substr(0, raw.size() - 3));
   CHECK_ERROR(io::load_safetensors(d / "t1"), "load_safetensors", "truncated");
