@@ -176,7 +176,7 @@ const CublasApi& cublas() {
 
 cudaStream_t stream(Device d) { return init(d).stream; }
 cublasHandle_t blas(Device d) { return init(d).blas; }
-void synchronize(Device d) { MG_CUDA_CHECK(cudaStreamSynchronize(stream(d))); }
+void stream_synchronize(Device d) { MG_CUDA_CHECK(cudaStreamSynchronize(stream(d))); }
 
 namespace {
 Allocator& allocator_of(int index) {

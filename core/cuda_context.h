@@ -29,7 +29,7 @@ void set_device(Device d);
 cudaStream_t stream(Device d);
 cublasHandle_t blas(Device d);
 // Waits for all work queued on d's stream.
-void synchronize(Device d);
+void stream_synchronize(Device d);
 // Registers the CUDA caching allocator once, if a device exists; true when it is.
 bool ensure_allocator();
 // Registers the CUDA backend (kernels, in ops/cuda/) and the allocator; true when they are.

@@ -16,6 +16,14 @@ Backend* g_backends[kNumDeviceTypes] = {};
 
 void register_backend(DeviceType t, Backend* b) { g_backends[int(t)] = b; }
 
+void synchronize(Device d) {
+  if (d.is_cpu()) return;
+  MG_CHECK(device_available(d), "synchronize: device ", d, " cannot be used (", cuda_unavailable_reason(), ")");
+#ifdef MINIGRAD_WITH_CUDA
+  cuda::stream_synchronize(d);
+#endif
+}
+
 Device parse_device(std::string_view s) {
   if (s == "cpu") return Device::cpu();
   if (s == "cuda") return Device::cuda(0);

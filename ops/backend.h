@@ -122,5 +122,8 @@ Backend& backend_for(Device d);
 void register_backend(DeviceType t, Backend* b);
 // True when this build has kernels for d (CPU always; CUDA once its backend is registered).
 bool device_available(Device d);
+// Waits until all work queued on d has finished (CUDA runs kernels asynchronously, like
+// torch::cuda::synchronize()); nothing to wait for on the CPU.
+void synchronize(Device d);
 
 }  // namespace minigrad

@@ -225,7 +225,7 @@ void CudaBackend::copy(const Tensor& dst, const Tensor& src) {
       set_device(src.device());
       MG_CUDA_CHECK(cudaMemcpyAsync(h.raw_data(), s.raw_data(), size_t(dst.numel()) * esize,
                                     cudaMemcpyDeviceToHost, stream(src.device())));
-      synchronize(src.device());
+      stream_synchronize(src.device());
       if (!h.is_same(dst)) backend_for(Device::cpu()).copy(dst, h);
     } else {
       // host -> device: convert and pack on the host, one copy up, then place on the device
