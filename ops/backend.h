@@ -27,6 +27,18 @@ struct Pool2dGeometry {
   bool count_include_pad = true;  // avg: divide by the window including padding
 };
 
+// One optimizer step, fused: the arithmetic of optim::SGD and optim::Adam/AdamW in one pass.
+struct SgdStep {
+  double lr = 0, momentum = 0, dampening = 0, weight_decay = 0;
+  bool nesterov = false;
+  bool first = false;  // the momentum buffer starts as this step's d
+};
+struct AdamStep {
+  double lr = 0, beta1 = 0, beta2 = 0, eps = 0, weight_decay = 0;
+  double bias_correction1 = 1, bias_correction2 = 1;
+  bool decoupled = false;  // AdamW: p *= 1 - lr * weight_decay instead of g += weight_decay * p
+};
+
 enum class UnaryOp { Neg, Exp, Log, Sqrt, Abs, Pow, Relu, Sigmoid, Tanh, Gelu };
 enum class BinaryOp { Add, Sub, Mul, Div, Max, Min };
 enum class CompareOp { Eq, Ne, Lt, Le, Gt, Ge };
@@ -95,6 +107,14 @@ class Backend {
   virtual void channel_bias(const Tensor& out, const Tensor& bias) = 0;
   // out (C) = the sum of x (N, C, S) contiguous over N and S (a conv's bias gradient).
   virtual void channel_sums(const Tensor& out, const Tensor& x) = 0;
+  // p, g, buf (and m, v) contiguous, of one floating dtype and shape. SGD, as in PyTorch:
+  //   d = g + wd p; with momentum, buf = first ? d : momentum buf + (1 - dampening) d and
+  //   d = nesterov ? d + momentum buf : buf; then p -= lr d. (buf is undefined without momentum.)
+  virtual void sgd_step(const Tensor& p, const Tensor& g, const Tensor& buf, const SgdStep& s) = 0;
+  // Adam (AdamW when decoupled): m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2,
+  //   p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps).
+  virtual void adam_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v,
+                         const AdamStep& s) = 0;
   // Per-channel statistics of x (N, C, S) contiguous: mean and biased variance (C each).
   virtual void channel_moments(const Tensor& mean, const Tensor& var, const Tensor& x) = 0;
   // Per-channel sums of gy and gy*x over (N, S).

@@ -4,6 +4,7 @@
 #include <numbers>
 
 #include "../core/autograd.h"
+#include "../ops/backend.h"
 #include "../ops/ops.h"
 
 namespace minigrad::optim {
@@ -49,20 +50,24 @@ SGD::SGD(std::vector<Tensor> params, SGDOptions o) : Optimizer(std::move(params)
   momentum_.resize(params_.size());
 }
 
+// The fused kernels take contiguous operands of the parameter's dtype and device; a strided
+// parameter is updated through a contiguous copy, written back.
 void SGD::step() {
   NoGradGuard ng;
   options.lr = lr_;
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor p = params_[i].detach(), g = params_[i].grad();
     if (!g.defined()) continue;
-    Tensor d = options.weight_decay != 0 ? add(g, p, options.weight_decay) : g;
-    if (options.momentum != 0) {
-      Tensor& buf = momentum_[i];
-      if (!buf.defined()) buf = d.clone();
-      else buf.mul_(options.momentum).add_(d, 1.0 - options.dampening);
-      d = options.nesterov ? add(d, buf, options.momentum) : buf;
-    }
-    p.add_(d, -lr_);
+    Tensor pc = p.contiguous(), gc = g.to(p.dtype()).contiguous();
+    Tensor& buf = momentum_[i];
+    const bool first = options.momentum != 0 && !buf.defined();
+    if (first) buf = empty(p.sizes(), p.options());
+    backend_for(p.device()).sgd_step(pc, gc, options.momentum != 0 ? buf : Tensor(),
+                                     {.lr = lr_, .momentum = options.momentum, .dampening = options.dampening,
+                                      .weight_decay = options.weight_decay, .nesterov = options.nesterov,
+                                      .first = first});
+    if (!pc.is_same(p)) p.copy_(pc);
+    ++p.storage()->version;  // written in place: tensors saved for backward notice
   }
 }
 
@@ -112,14 +117,13 @@ void Adam::step() {
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor p = params_[i].detach(), g = params_[i].grad();
     if (!g.defined()) continue;
-    if (options.weight_decay != 0) {
-      if (decoupled_) p.mul_(1 - lr_ * options.weight_decay);
-      else g = add(g, p, options.weight_decay);
-    }
-    exp_avg_[i].mul_(options.beta1).add_(g, 1 - options.beta1);
-    exp_avg_sq_[i].mul_(options.beta2).add_(mul(g, g), 1 - options.beta2);
-    Tensor denom = add(div(sqrt(exp_avg_sq_[i]), std::sqrt(bc2)), options.eps);
-    p.add_(div(exp_avg_[i], denom), -lr_ / bc1);
+    Tensor pc = p.contiguous(), gc = g.to(p.dtype()).contiguous();
+    backend_for(p.device()).adam_step(pc, gc, exp_avg_[i], exp_avg_sq_[i],
+                                      {.lr = lr_, .beta1 = options.beta1, .beta2 = options.beta2, .eps = options.eps,
+                                       .weight_decay = options.weight_decay, .bias_correction1 = bc1,
+                                       .bias_correction2 = bc2, .decoupled = decoupled_});
+    if (!pc.is_same(p)) p.copy_(pc);
+    ++p.storage()->version;  // written in place: tensors saved for backward notice
   }
 }
 

@@ -122,6 +122,41 @@ TEST_CASE("SGD with momentum, nesterov and weight decay follows the PyTorch upda
     }
     check_close(vals(p), {pv[0], pv[1]}, 1e-12);
   }
+  // dampening, no momentum buffer without momentum, float32, and every device
+  for (Device dev : devices()) {
+    CAPTURE(dev);
+    for (double momentum : {0.0, 0.5}) {
+      Tensor p = from_vector<float>({0.5f, -1.5f, 2.0f}).to(dev).requires_grad_();
+      optim::SGD opt({p}, {.lr = 0.2, .momentum = momentum, .dampening = momentum > 0 ? 0.25 : 0.0});
+      double pv[3] = {0.5, -1.5, 2.0}, buf[3] = {0, 0, 0};
+      for (int step = 0; step < 3; ++step) {
+        opt.zero_grad();
+        sum(mul(p, p)).backward();  // grad = 2p
+        opt.step();
+        for (int i = 0; i < 3; ++i) {
+          const double g = 2 * pv[i];
+          buf[i] = step == 0 ? g : momentum * buf[i] + 0.75 * g;
+          pv[i] -= 0.2 * (momentum > 0 ? buf[i] : g);
+        }
+      }
+      check_close(vals(p), {pv[0], pv[1], pv[2]}, 1e-5);
+      CHECK((opt.state_dict().size() == 1) == (momentum == 0));  // only "lr" without momentum
+    }
+  }
+  // a strided parameter (a transposed leaf) is updated in place like any other
+  Tensor pt = from_vector<double>({1, 2, 3, 4, 5, 6}).view({2, 3}).t().detach().requires_grad_();
+  CHECK_FALSE(pt.is_contiguous());
+  optim::SGD opt_t({pt}, {.lr = 0.5});
+  sum(mul(pt, pt)).backward();
+  opt_t.step();
+  check_close(vals(pt), {0, 0, 0, 0, 0, 0});  // p - 0.5 * 2p
+  // a step between forward and backward changes a saved parameter: backward refuses
+  Tensor w = from_vector<double>({1.0, 2.0}).requires_grad_();
+  optim::SGD opt_w({w}, {.lr = 0.1});
+  Tensor y = sum(mul(w, w));
+  sum(mul(w, w)).backward();
+  opt_w.step();
+  CHECK_ERROR(y.backward(), "mul");
   Tensor q = ones({2}, requires_grad());
   CHECK_ERROR(optim::SGD({q}, {.lr = -1}), "SGD", "learning rate");
   CHECK_ERROR(optim::SGD({q}, {.nesterov = true}), "SGD", "nesterov");

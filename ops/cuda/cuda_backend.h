@@ -38,6 +38,8 @@ class CudaBackend final : public Backend {
                            const Pool2dGeometry& g) override;
   void avg_pool2d(const Tensor& out, const Tensor& x, const Pool2dGeometry& g) override;
   void avg_pool2d_backward(const Tensor& gx, const Tensor& gy, const Pool2dGeometry& g) override;
+  void sgd_step(const Tensor& p, const Tensor& g, const Tensor& buf, const SgdStep& s) override;
+  void adam_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamStep& s) override;
   void channel_bias(const Tensor& out, const Tensor& bias) override;
   void channel_sums(const Tensor& out, const Tensor& x) override;
   void channel_moments(const Tensor& mean, const Tensor& var, const Tensor& x) override;
