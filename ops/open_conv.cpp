@@ -1,12 +1,54 @@
 #include "open_conv.h"
 
 #include <cmath>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "backend.h"
 
 namespace minigrad::open_conv_detail {
 
-void check_cpu(const Tensor& x) {
-  MG_CHECK(x.device().is_cpu(), "open_conv2d: the fused open-convolution kernel runs on the CPU only in this "
-                                "build; got a tensor on ", x.device());
+namespace {
+struct Key {
+  std::type_index c, r;
+  DType t;
+  bool operator==(const Key& o) const { return c == o.c && r == o.r && t == o.t; }
+};
+struct KeyHash {
+  size_t operator()(const Key& k) const { return k.c.hash_code() * 31 + k.r.hash_code() * 7 + size_t(k.t); }
+};
+std::mutex& registry_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::unordered_map<Key, CudaOpenConvKernels, KeyHash>& registry() {
+  static std::unordered_map<Key, CudaOpenConvKernels, KeyHash> r;
+  return r;
+}
+}  // namespace
+
+void register_cuda_open_conv(std::type_index combine, std::type_index reduce, DType dtype, CudaOpenConvKernels k) {
+  std::lock_guard<std::mutex> lk(registry_mutex());
+  registry()[Key{combine, reduce, dtype}] = k;
+}
+
+const CudaOpenConvKernels* find_cuda_open_conv(std::type_index combine, std::type_index reduce, DType dtype) {
+  std::lock_guard<std::mutex> lk(registry_mutex());
+  auto it = registry().find(Key{combine, reduce, dtype});
+  return it == registry().end() ? nullptr : &it->second;
+}
+
+const CudaOpenConvKernels& cuda_kernels_for(const Tensor& x, std::type_index combine, std::type_index reduce,
+                                            bool builtin_reduction) {
+  (void)backend_for(x.device());  // a clear error without CUDA; registers the built-in kernels
+  const std::string cn = autograd::detail::demangle(combine.name()), rn = autograd::detail::demangle(reduce.name());
+  MG_CHECK(builtin_reduction, "open_conv2d: user reduce functors (", rn, ") run on the CPU only so far; ",
+           "use Reduce::Sum, Max or Min on ", x.device());
+  const CudaOpenConvKernels* k = find_cuda_open_conv(combine, reduce, x.dtype());
+  MG_CHECK(k, "open_conv2d: no CUDA kernel for combine ", cn, " with ", rn, " (", x.dtype(), ") in this program; "
+           "compile a .cu file that includes ops/cuda/open_conv.cuh and says MG_CUDA_OPEN_CONV(", cn, ")");
+  return *k;
 }
 
 Tensor run_patch_hook(const TensorFn& patch, const Tensor& cols) {

@@ -16,6 +16,7 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <typeindex>
 #include <typeinfo>
 #include <utility>
 #include <vector>
@@ -27,7 +28,11 @@
 #include "ops.h"
 
 #ifndef MG_HOST_DEVICE
-#define MG_HOST_DEVICE  // becomes __host__ __device__ once the CUDA backend compiles these functors
+#if defined(__CUDACC__)  // compiled by nvcc (ops/cuda/open_conv.cuh): the functors run on the GPU too
+#define MG_HOST_DEVICE __host__ __device__
+#else
+#define MG_HOST_DEVICE
+#endif
 #endif
 
 namespace minigrad {
@@ -189,7 +194,7 @@ concept Separable = SeparableFor<C, float> && SeparableFor<C, double>;
 
 // d combine / dx and d combine / dw at (x, w): the functor's own, else from dual numbers.
 template <class T, class C>
-inline void derivatives(const C& c, T x, T w, T& dx, T& dw) {
+MG_HOST_DEVICE inline void derivatives(const C& c, T x, T w, T& dx, T& dw) {
   if constexpr (HasOwnDerivatives<C, T>) {
     dx = T(c.dx(x, w));
     dw = T(c.dw(x, w));
@@ -319,7 +324,7 @@ template <class T, class C, class R>
 void backward_image(const C& comb, [[maybe_unused]] const R& red, const T* cols, const T* w, const T* gy, T* dw, T* dcols,
                     int32_t* win, const Plan& p) {
   const int64_t K = p.K, L = p.L, rows = p.G * K;
-  const bool par = p.Cout * K * L >= kParallelGrain;
+  [[maybe_unused]] const bool par = p.Cout * K * L >= kParallelGrain;  // read by the omp pragmas
   if constexpr (!builtin_reduce<R>) {
     generic_backward_image<T>(comb, red, cols, w, gy, dw, dcols, p);
   } else if constexpr (std::is_same_v<R, reduce::Sum>) {
@@ -394,8 +399,23 @@ void backward_image(const C& comb, [[maybe_unused]] const R& red, const T* cols,
   }
 }
 
+// The fused kernels of one (combine, reduce, dtype) on CUDA. They are compiled by nvcc, so they
+// come from a registry: the library registers the built-in combines with the built-in reductions,
+// and a program registers its own with MG_CUDA_OPEN_CONV (ops/cuda/open_conv.cuh) in a .cu file.
+// All tensors live on one CUDA device; cols (G*K, L), w (Cout, K), out / gy (Cout, L) contiguous.
+struct CudaOpenConvKernels {
+  void (*forward)(const void* comb, const Tensor& cols, const Tensor& w, const Tensor& out, const Plan& p) = nullptr;
+  // dw (Cout, K) accumulated when defined; dcols (G*K, L) written when defined.
+  void (*backward)(const void* comb, const Tensor& cols, const Tensor& w, const Tensor& gy, const Tensor& dw,
+                   const Tensor& dcols, const Plan& p) = nullptr;
+};
+void register_cuda_open_conv(std::type_index combine, std::type_index reduce, DType dtype, CudaOpenConvKernels k);
+const CudaOpenConvKernels* find_cuda_open_conv(std::type_index combine, std::type_index reduce, DType dtype);
+
 // Non-template helpers (open_conv.cpp).
-void check_cpu(const Tensor& x);
+// The CUDA kernels of (Combine, Red) for x's dtype, or a clear error saying how to provide them.
+const CudaOpenConvKernels& cuda_kernels_for(const Tensor& x, std::type_index combine, std::type_index reduce,
+                                            bool builtin_reduction);
 // Runs the patch hook on one tile of columns (rows, L), shown to it as (1, rows, L); checks that
 // it kept the shape, dtype and device. Returns the hook's result (1, rows, L).
 Tensor run_patch_hook(const TensorFn& patch, const Tensor& cols);
@@ -659,7 +679,13 @@ Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bia
   }();
   auto kinds = std::make_shared<std::vector<TileTerm>>(size_t(x.size(0) * C_terms));
   if constexpr (kSeparable) check_separable_form(comb);
-  check_cpu(x);
+  // On CUDA every combine but multiply + sum runs in the registered fused kernels (the separable
+  // shortcuts classify tiles on the host, so they are CPU-only: same result, other route).
+  const bool on_cuda = x.device().is_cuda();
+  const CudaOpenConvKernels* ck = nullptr;
+  if (on_cuda && !(kSum && kMul))
+    ck = &cuda_kernels_for(x, typeid(Combine), typeid(Red), builtin_reduce<Red>);
+  const bool separable = kSeparable && !on_cuda;
   Plan p{g, x.size(0), o.groups, w.size(0) / o.groups, g.rows() / o.groups, g.Ho * g.Wo, w.size(0)};
   Tensor xd = x.detach().contiguous(), wd = w.detach().contiguous();
   Tensor out = empty({p.N, p.Cout, g.Ho, g.Wo}, x.options());
@@ -670,8 +696,10 @@ Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bia
     std::vector<SeparableTerm> terms;
     Tensor F;
     if constexpr (kSeparable) {
-      terms = plan_separable<T>(comb, wd, p, false);
-      F = empty({g.rows(), p.L}, x.options());
+      if (separable) {
+        terms = plan_separable<T>(comb, wd, p, false);
+        F = empty({g.rows(), p.L}, x.options());
+      }
     }
     for (int64_t n = 0; n < p.N; ++n) {
       be.im2col(cols, xd.narrow(0, n, 1), g);
@@ -681,10 +709,16 @@ Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bia
         src = run_patch_hook(o.patch, cols).view({g.rows(), p.L}).contiguous();
       }
       Tensor on = out.select(0, n).view({p.Cout, p.L});
-      if constexpr (kSum && kMul) gemm_forward_tile(src, wd, on, p);
-      else if constexpr (kSeparable)
-        separable_forward_tile<T>(comb, terms, src, F, on, p, kinds->data() + n * C_terms);
-      else forward_image<T>(comb, red, src.template data_ptr<T>(), wd.data_ptr<T>(), on.data_ptr<T>(), p);
+      if constexpr (kSum && kMul) {
+        gemm_forward_tile(src, wd, on, p);
+      } else {
+        if (ck) {
+          ck->forward(&comb, src, wd.view({p.Cout, p.K}), on, p);
+          continue;
+        }
+        if constexpr (kSeparable) separable_forward_tile<T>(comb, terms, src, F, on, p, kinds->data() + n * C_terms);
+        else forward_image<T>(comb, red, src.template data_ptr<T>(), wd.data_ptr<T>(), on.data_ptr<T>(), p);
+      }
     }
   });
   if (needs_grad(x, w)) {
@@ -710,17 +744,19 @@ Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bia
           const int64_t rows = g.rows();
           Tensor cols = empty({rows, p.L}, xv.options());
           Tensor dsrc = empty({rows, p.L}, xv.options());
-          Tensor win = std::is_same_v<Red, reduce::Max> || std::is_same_v<Red, reduce::Min>
+          Tensor win = !ck && (std::is_same_v<Red, reduce::Max> || std::is_same_v<Red, reduce::Min>)
                            ? empty({p.Cout * p.L / 2 + 1}, kInt64)  // int32 scratch
                            : Tensor();
           std::vector<SeparableTerm> terms;
           Tensor F, dF;
           std::vector<Tensor> dG;
           if constexpr (kSeparable) {
-            terms = plan_separable<T>(comb, wv, p, gw);
-            F = empty({rows, p.L}, xv.options());
-            dF = empty({rows, p.L}, xv.options());
-            for (const auto& t : terms) dG.push_back(t.dG.defined() ? zeros({p.Cout, p.K}, xv.options()) : Tensor());
+            if (separable) {
+              terms = plan_separable<T>(comb, wv, p, gw);
+              F = empty({rows, p.L}, xv.options());
+              dF = empty({rows, p.L}, xv.options());
+              for (const auto& t : terms) dG.push_back(t.dG.defined() ? zeros({p.Cout, p.K}, xv.options()) : Tensor());
+            }
           }
           for (int64_t n = 0; n < p.N; ++n) {
             be.im2col(cols, xv.narrow(0, n, 1), g);
@@ -736,10 +772,14 @@ Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bia
             Tensor gyn = gy.select(0, n).view({p.Cout, p.L});
             if constexpr (kSum && kMul) {
               gemm_backward_tile(src, wv, gyn, dw, want_dsrc ? dsrc : Tensor(), p);
-            } else if constexpr (kSeparable) {
+            } else if (ck) {
+              ck->backward(&comb, src, wv.view({p.Cout, p.K}), gyn, gw ? dw.view({p.Cout, p.K}) : Tensor(),
+                           want_dsrc ? dsrc : Tensor(), p);
+            } else if (separable) {
               // Without a patch hook the columns are the forward's, so its classification holds.
-              separable_backward_tile<T>(comb, terms, src, gyn, dG, want_dsrc ? dsrc : Tensor(), F, dF, p,
-                                         patch ? nullptr : kinds->data() + n * C_terms);
+              if constexpr (kSeparable)
+                separable_backward_tile<T>(comb, terms, src, gyn, dG, want_dsrc ? dsrc : Tensor(), F, dF, p,
+                                           patch ? nullptr : kinds->data() + n * C_terms);
             } else {
               backward_image<T>(comb, red, src.template data_ptr<T>(), wv.data_ptr<T>(), gyn.data_ptr<T>(),
                                 gw ? dw.data_ptr<T>() : nullptr, want_dsrc ? dsrc.data_ptr<T>() : nullptr,

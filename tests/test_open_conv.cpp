@@ -70,13 +70,15 @@ using Run = std::function<Tensor(const Tensor&, const Tensor&, const Tensor&, co
 // against autograd through the broadcast reference, and finite differences.
 void check_case(const char* name, const Run& run, const TensorCombine& ops, const TensorReduce& red,
                 OpenConv2dOptions base = {}) {
+  for (Device dev : devices())
   for (size_t ci = 0; ci < kCases.size(); ++ci) {
     const Cfg& c = kCases[ci];
     const std::string label = name;
     CAPTURE(label);
     CAPTURE(ci);
-    Tensor x = leaf({c.N, c.C, c.H, c.W}, Device::cpu()), w = leaf({c.Cout, c.C / c.groups, c.k, c.k}, Device::cpu()),
-           b = leaf({c.Cout}, Device::cpu());
+    CAPTURE(dev);
+    Tensor x = leaf({c.N, c.C, c.H, c.W}, dev), w = leaf({c.Cout, c.C / c.groups, c.k, c.k}, dev),
+           b = leaf({c.Cout}, dev);
     OpenConv2dOptions o = base;
     o.stride = c.stride, o.padding = c.padding, o.dilation = c.dilation, o.groups = c.groups;
     Tensor y = run(x, w, b, o);

@@ -53,5 +53,7 @@ class CudaBackend final : public Backend {
 };
 
 Backend& backend();
+// Registers the open convolution's kernels for the built-in combines (ops/cuda/open_conv.cu).
+void register_builtin_open_convs();
 
 }  // namespace minigrad::cuda

@@ -18,6 +18,7 @@ bool ensure_registered() {
   static const bool ok = [] {
     if (!ensure_allocator()) return false;
     register_backend(kCUDA, &backend());
+    register_builtin_open_convs();
     return true;
   }();
   return ok;
