@@ -21,8 +21,11 @@ TEST_CASE("parse_device reads cpu, cuda and cuda:N, and names bad text") {
   CHECK_ERROR(parse_device("cuda:"), "device", "\"cuda:\"");
   CHECK_ERROR(parse_device("cuda:-1"), "device", "cuda:-1");
   CHECK_ERROR(parse_device("cuda:1x"), "device", "cuda:1x");
-  if (!device_available(Device::cuda()))
+  if (!device_available(Device::cuda())) {
     CHECK_ERROR(ones({1}, TensorOptions().device(Device::cuda())), "cuda:0", "CUDA");
+    CHECK_ERROR(synchronize(Device::cuda()), "synchronize", "cuda:0");
+  }
+  synchronize(Device::cpu());  // nothing to wait for
 }
 
 TEST_CASE("CUDA: to() round trips every dtype, strided views included") {
