@@ -23,17 +23,12 @@
 
 #include "../core/autograd.h"
 #include "../core/function.h"
+#include "../core/host_device.h"  // MG_HOST_DEVICE: the functors run on the GPU too
 #include "../core/threading.h"
 #include "conv.h"
 #include "ops.h"
 
-#ifndef MG_HOST_DEVICE
-#if defined(__CUDACC__)  // compiled by nvcc (ops/cuda/open_conv.cuh): the functors run on the GPU too
-#define MG_HOST_DEVICE __host__ __device__
-#else
-#define MG_HOST_DEVICE
-#endif
-#endif
+
 
 namespace minigrad {
 

@@ -8,43 +8,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "../pool_window.h"
 #include "cpu_backend.h"
 #include "loops.h"
 
 namespace minigrad::cpu {
 
 namespace {
-
-struct Window {
-  int64_t h0, h1, w0, w1;  // clipped to the input
-  int64_t count;           // the avg divisor
-};
-
-inline int64_t floor_div(int64_t a, int64_t b) { return a / b; }
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// The (avg) window of output (oh, ow).
-inline Window window(const Pool2dGeometry& p, int64_t oh, int64_t ow) {
-  const Conv2dGeometry& g = p.g;
-  Window w{};
-  if (p.adaptive) {
-    w.h0 = floor_div(oh * g.H, g.Ho);
-    w.h1 = ceil_div((oh + 1) * g.H, g.Ho);
-    w.w0 = floor_div(ow * g.W, g.Wo);
-    w.w1 = ceil_div((ow + 1) * g.W, g.Wo);
-    w.count = (w.h1 - w.h0) * (w.w1 - w.w0);
-    return w;
-  }
-  int64_t hs = oh * g.sh - g.pad_h, ws = ow * g.sw - g.pad_w;
-  int64_t he = std::min(hs + g.kh, g.H + g.pad_h), we = std::min(ws + g.kw, g.W + g.pad_w);
-  const int64_t padded = (he - hs) * (we - ws);
-  w.h0 = std::max<int64_t>(hs, 0);
-  w.w0 = std::max<int64_t>(ws, 0);
-  w.h1 = std::min(he, g.H);
-  w.w1 = std::min(we, g.W);
-  w.count = p.count_include_pad ? padded : (w.h1 - w.h0) * (w.w1 - w.w0);
-  return w;
-}
 
 // dst = take ? v : dst, without a branch.
 template <class T>
@@ -147,25 +117,8 @@ void max_pool_plane(const T* src, T* o, I* oi, const Conv2dGeometry& g) {
   }
   for (int64_t oh = 0; oh < g.Ho; ++oh)
     for (int64_t ow = 0; ow < g.Wo; ++ow) {
-      T best = -std::numeric_limits<T>::infinity();
-      int64_t bi = -1, bt = 0;
-      bool nan = false;  // the first NaN wins, as in PyTorch
-      for (int64_t ki = 0; ki < g.kh && !nan; ++ki) {
-        const int64_t ih = oh * g.sh - g.pad_h + ki * g.dh;
-        if (ih < 0 || ih >= g.H) continue;
-        for (int64_t kj = 0; kj < g.kw && !nan; ++kj) {
-          const int64_t iw = ow * g.sw - g.pad_w + kj * g.dw;
-          if (iw < 0 || iw >= g.W) continue;
-          const T v = src[ih * g.W + iw];
-          nan = std::isnan(v);
-          if (bi < 0 || v > best || nan) {
-            best = v;
-            bi = ih * g.W + iw;
-            bt = ki * g.kw + kj;
-          }
-        }
-      }
-      o[oh * g.Wo + ow] = best;
+      int64_t bi, bt;
+      o[oh * g.Wo + ow] = pool::max_window(src, g, oh, ow, &bi, &bt);
       oi[oh * g.Wo + ow] = winner<I>(bi, bt);
     }
 }
@@ -247,7 +200,7 @@ void CpuBackend::avg_pool2d(const Tensor& out, const Tensor& x, const Pool2dGeom
       const T* src = xp + pl * HW;
       for (int64_t oh = 0; oh < g.Ho; ++oh)
         for (int64_t ow = 0; ow < g.Wo; ++ow) {
-          Window w = window(p, oh, ow);
+          const pool::Window w = pool::window(p, oh, ow);
           double s = 0;
           for (int64_t ih = w.h0; ih < w.h1; ++ih)
             for (int64_t iw = w.w0; iw < w.w1; ++iw) s += src[ih * g.W + iw];
@@ -269,7 +222,7 @@ void CpuBackend::avg_pool2d_backward(const Tensor& gx, const Tensor& gy, const P
       std::fill(dst, dst + HW, T(0));
       for (int64_t oh = 0; oh < g.Ho; ++oh)
         for (int64_t ow = 0; ow < g.Wo; ++ow) {
-          Window w = window(p, oh, ow);
+          const pool::Window w = pool::window(p, oh, ow);
           if (w.count <= 0) continue;
           const T v = gyp[pl * L + oh * g.Wo + ow] / T(w.count);
           for (int64_t ih = w.h0; ih < w.h1; ++ih)

@@ -2,39 +2,13 @@
 // gradient with atomics (windows may overlap).
 #include <limits>
 
+#include "../pool_window.h"
 #include "cuda_backend.h"
 #include "loops.cuh"
 
 namespace minigrad::cuda {
 
 namespace {
-
-struct Window {
-  int64_t h0, h1, w0, w1, count;
-};
-
-// The (avg) window of output (oh, ow), as on the CPU.
-__device__ Window window(const Pool2dGeometry& p, int64_t oh, int64_t ow) {
-  const Conv2dGeometry& g = p.g;
-  Window w{};
-  if (p.adaptive) {
-    w.h0 = oh * g.H / g.Ho;
-    w.h1 = ((oh + 1) * g.H + g.Ho - 1) / g.Ho;
-    w.w0 = ow * g.W / g.Wo;
-    w.w1 = ((ow + 1) * g.W + g.Wo - 1) / g.Wo;
-    w.count = (w.h1 - w.h0) * (w.w1 - w.w0);
-    return w;
-  }
-  const int64_t hs = oh * g.sh - g.pad_h, ws = ow * g.sw - g.pad_w;
-  const int64_t he = ::min(hs + g.kh, g.H + g.pad_h), we = ::min(ws + g.kw, g.W + g.pad_w);
-  const int64_t padded = (he - hs) * (we - ws);
-  w.h0 = ::max(hs, int64_t(0));
-  w.w0 = ::max(ws, int64_t(0));
-  w.h1 = ::min(he, g.H);
-  w.w1 = ::min(we, g.W);
-  w.count = p.count_include_pad ? padded : (w.h1 - w.h0) * (w.w1 - w.w0);
-  return w;
-}
 
 template <class T>
 __device__ void atomic_add(T* p, T v) { atomicAdd(p, v); }
@@ -45,26 +19,8 @@ __global__ void max_pool_kernel(int64_t n, Conv2dGeometry g, T* out, I* idx, con
   const int64_t L = g.Ho * g.Wo;
   MG_GRID_LOOP(i, n) {
     const int64_t pl = i / L, oh = (i % L) / g.Wo, ow = i % g.Wo;
-    const T* src = x + pl * g.H * g.W;
-    T best = -std::numeric_limits<T>::infinity();
-    int64_t bi = -1, bt = 0;
-    bool nan = false;  // the first NaN wins, as in PyTorch
-    for (int64_t ki = 0; ki < g.kh && !nan; ++ki) {
-      const int64_t ih = oh * g.sh - g.pad_h + ki * g.dh;
-      if (ih < 0 || ih >= g.H) continue;
-      for (int64_t kj = 0; kj < g.kw && !nan; ++kj) {
-        const int64_t iw = ow * g.sw - g.pad_w + kj * g.dw;
-        if (iw < 0 || iw >= g.W) continue;
-        const T v = src[ih * g.W + iw];
-        nan = v != v;
-        if (bi < 0 || v > best || nan) {
-          best = v;
-          bi = ih * g.W + iw;
-          bt = ki * g.kw + kj;
-        }
-      }
-    }
-    out[i] = best;
+    int64_t bi, bt;
+    out[i] = pool::max_window(x + pl * g.H * g.W, g, oh, ow, &bi, &bt);
     if constexpr (std::is_same_v<I, uint8_t>) idx[i] = bi < 0 ? uint8_t(255) : uint8_t(bt);
     else idx[i] = bi;
   }
@@ -96,7 +52,7 @@ __global__ void avg_pool_kernel(int64_t n, Pool2dGeometry p, T* out, const T* x)
   MG_GRID_LOOP(i, n) {
     const int64_t pl = i / L, oh = (i % L) / g.Wo, ow = i % g.Wo;
     const T* src = x + pl * g.H * g.W;
-    const Window w = window(p, oh, ow);
+    const pool::Window w = pool::window(p, oh, ow);
     double s = 0;
     for (int64_t ih = w.h0; ih < w.h1; ++ih)
       for (int64_t iw = w.w0; iw < w.w1; ++iw) s += src[ih * g.W + iw];
@@ -110,7 +66,7 @@ __global__ void avg_pool_backward_kernel(int64_t n, Pool2dGeometry p, T* gx, con
   const int64_t L = g.Ho * g.Wo;
   MG_GRID_LOOP(i, n) {
     const int64_t pl = i / L, oh = (i % L) / g.Wo, ow = i % g.Wo;
-    const Window w = window(p, oh, ow);
+    const pool::Window w = pool::window(p, oh, ow);
     if (w.count <= 0) continue;
     const T v = gy[i] / T(w.count);
     T* dst = gx + pl * g.H * g.W;
