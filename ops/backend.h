@@ -129,6 +129,10 @@ class Backend {
                                 bool log) = 0;
 };
 
+// gemm's cases with nothing to multiply, the same on every backend: an empty out (nothing to do)
+// or K == 0 (out = beta * out). Returns true when it handled the call.
+bool gemm_without_products(Backend& be, const Tensor& out, int64_t K, double beta);
+
 // Calls f with a type tag of max_pool2d's index type: int64 places or uint8 window taps.
 template <class F>
 void visit_pool_indices(const Tensor& indices, F&& f) {

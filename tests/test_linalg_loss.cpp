@@ -74,6 +74,21 @@ TEST_CASE("matmul: 1-D, batched and broadcast batch dims, as torch.matmul") {
   check_close(vals(mm(big_a, big_b)), ref_mm(vals(big_a), vals(big_b), 300, 200, 100), 1e-4);
 }
 
+TEST_CASE("matmul with nothing to multiply: an empty inner dim gives zeros, an empty result nothing") {
+  for (Device dev : devices()) {
+    CAPTURE(dev);
+    const TensorOptions o = TensorOptions(kFloat64).device(dev);
+    Tensor z = matmul(ones({2, 0}, o), ones({0, 3}, o));
+    CHECK(z.sizes() == Shape{2, 3});
+    check_close(vals(z), std::vector<double>(6, 0.0));
+    CHECK(matmul(ones({0, 4}, o), ones({4, 3}, o)).sizes() == Shape{0, 3});
+    // the backend's beta on K == 0: out = beta * out
+    Tensor out = full({1, 2, 2}, 3.0, o);
+    backend_for(dev).gemm(out, ones({1, 2, 0}, o), ones({1, 0, 2}, o), 1.0, 2.0);
+    check_close(vals(out), {6, 6, 6, 6});
+  }
+}
+
 TEST_CASE("matmul: bad input") {
   CHECK_ERROR(mm(ones({2, 3}), ones({4, 2})), "mm", "[2, 3]", "[4, 2]");
   CHECK_ERROR(mm(ones({2, 3, 1}), ones({3, 2})), "mm", "2-D");

@@ -36,12 +36,7 @@ void gemm_one(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const 
 
 void CpuBackend::gemm(const Tensor& out, const Tensor& a0, const Tensor& b0, double alpha, double beta) {
   const int64_t B = out.size(0), M = out.size(1), N = out.size(2), K = a0.size(2);
-  if (B == 0 || M == 0 || N == 0) return;
-  if (K == 0) {
-    if (beta == 0.0) fill(out, 0.0);
-    else binary(BinaryOp::Mul, out, out, full(out.sizes(), beta, out.options()), 1.0);
-    return;
-  }
+  if (gemm_without_products(*this, out, K, beta)) return;
   MatLayout la = mat_layout(M, K, a0.stride(1), a0.stride(2));
   MatLayout lb = mat_layout(K, N, b0.stride(1), b0.stride(2));
   // Layouts BLAS cannot take (e.g. both strides > 1) are copied once.

@@ -13,7 +13,7 @@ namespace minigrad::cuda {
 namespace {
 
 
-__global__ void gemm_int64_kernel(int64_t n, int64_t M, int64_t N, int64_t K, Indexer<1> unused, int64_t alpha,
+__global__ void gemm_int64_kernel(int64_t n, int64_t M, int64_t N, int64_t K, int64_t alpha,
                                   int64_t beta, const int64_t* a, int64_t as0, int64_t as1, int64_t as2,
                                   const int64_t* b, int64_t bs0, int64_t bs1, int64_t bs2, int64_t* c) {
   MG_GRID_LOOP(idx, n) {
@@ -28,15 +28,10 @@ __global__ void gemm_int64_kernel(int64_t n, int64_t M, int64_t N, int64_t K, In
 
 void CudaBackend::gemm(const Tensor& out, const Tensor& a0, const Tensor& b0, double alpha, double beta) {
   const int64_t B = out.size(0), M = out.size(1), N = out.size(2), K = a0.size(2);
-  if (B == 0 || M == 0 || N == 0) return;
-  if (K == 0) {
-    if (beta == 0.0) fill(out, 0.0);
-    else binary(BinaryOp::Mul, out, out, full(out.sizes(), beta, out.options()), 1.0);
-    return;
-  }
+  if (gemm_without_products(*this, out, K, beta)) return;
   const Device d = out.device();
   if (out.dtype() == kInt64) {
-    launch("matmul (int64)", d, B * M * N, gemm_int64_kernel, M, N, K, Indexer<1>{}, int64_t(alpha), int64_t(beta),
+    launch("matmul (int64)", d, B * M * N, gemm_int64_kernel, M, N, K, int64_t(alpha), int64_t(beta),
            ptr<int64_t>(a0), a0.stride(0), a0.stride(1), a0.stride(2), ptr<int64_t>(b0), b0.stride(0),
            b0.stride(1), b0.stride(2), ptr<int64_t>(out));
     return;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <type_traits>
 
 #include "../../core/cuda_check.h"
 #include "../../core/cuda_context.h"
@@ -78,5 +79,15 @@ void launch(const char* name, Device d, int64_t n, Kernel kernel, Args... args) 
 
 template <class T>
 T* ptr(const Tensor& t) { return t.data_ptr<T>(); }
+
+// *p += v for float, double and int64 from many threads at once.
+template <class T>
+__device__ void atomic_add(T* p, T v) {
+  if constexpr (std::is_same_v<T, int64_t>)
+    atomicAdd(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(v));
+  else
+    atomicAdd(p, v);
+}
+
 
 }  // namespace minigrad::cuda

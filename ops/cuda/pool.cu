@@ -10,9 +10,6 @@ namespace minigrad::cuda {
 
 namespace {
 
-template <class T>
-__device__ void atomic_add(T* p, T v) { atomicAdd(p, v); }
-
 // indices: int64 places h*W + w (-1: no winner) or uint8 taps ki*kw + kj (255: no winner).
 template <class T, class I>
 __global__ void max_pool_kernel(int64_t n, Conv2dGeometry g, T* out, I* idx, const T* x) {

@@ -110,13 +110,6 @@ __global__ void gather_kernel(int64_t n, Indexer<3> ix, int64_t s, T* out, const
   }
 }
 
-template <class T>
-__device__ void atomic_add(T* p, T v) {
-  if constexpr (std::is_same_v<T, int64_t>)
-    atomicAdd(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(v));
-  else
-    atomicAdd(p, v);
-}
 
 template <class T>
 __global__ void scatter_add_kernel(int64_t n, Indexer<3> ix, int64_t s, T* ob, const int64_t* index, const T* src) {
