@@ -9,6 +9,7 @@
 #include "core/gradcheck.h"
 #include "core/tensor.h"
 #include "core/threading.h"
+#include "core/cpu_isa.h"
 #include "io/checkpoint.h"
 #include "io/dataset.h"
 #include "io/plot.h"

@@ -17,6 +17,21 @@ Backend* g_backends[kNumDeviceTypes] = {};
 
 void register_backend(DeviceType t, Backend* b) { g_backends[int(t)] = b; }
 
+ConvChoice Backend::choose_conv(const Conv2dGeometry&, int64_t, int64_t, DType, ConvAlgorithm requested) {
+  return {false, requested == ConvAlgorithm::Direct
+                     ? "unfold + GEMM: this device has no direct conv kernels (ConvAlgorithm::Direct is CPU-only)"
+                     : "unfold + GEMM: this device's only conv algorithm"};
+}
+void Backend::conv2d_direct(const Tensor& y, const Tensor&, const Tensor&, const Conv2dGeometry&, int64_t) {
+  MG_FAIL("conv2d_direct: no direct conv kernels for ", y.device(), " tensors");
+}
+void Backend::conv2d_direct_data(const Tensor& dx, const Tensor&, const Tensor&, const Conv2dGeometry&, int64_t) {
+  MG_FAIL("conv2d_direct_data: no direct conv kernels for ", dx.device(), " tensors");
+}
+void Backend::conv2d_direct_weight(const Tensor& dw, const Tensor&, const Tensor&, const Conv2dGeometry&, int64_t) {
+  MG_FAIL("conv2d_direct_weight: no direct conv kernels for ", dw.device(), " tensors");
+}
+
 bool gemm_without_products(Backend& be, const Tensor& out, int64_t K, double beta) {
   if (out.numel() == 0) return true;
   if (K != 0) return false;

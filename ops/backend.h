@@ -3,21 +3,12 @@
 // lives in ops/cpu/; a CUDA backend registers itself the same way.
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "../core/tensor.h"
+#include "conv_geometry.h"
 
 namespace minigrad {
-
-// One conv's geometry. The "image side" is (C, H, W); the kernel slides over it and gives
-// Ho x Wo positions. pad_h/pad_w are the top/left padding (the bottom/right padding is implied by
-// Ho/Wo, so asymmetric "same" padding needs nothing more).
-struct Conv2dGeometry {
-  int64_t C = 0, H = 0, W = 0;
-  int64_t kh = 1, kw = 1, sh = 1, sw = 1, pad_h = 0, pad_w = 0, dh = 1, dw = 1;
-  int64_t Ho = 0, Wo = 0;
-  int64_t rows() const { return C * kh * kw; }
-  int64_t positions() const { return Ho * Wo; }
-};
 
 // A pooling window's geometry over (planes, H, W): a conv geometry (C unused) plus how windows
 // are formed. Adaptive windows are [floor(i*H/Ho), ceil((i+1)*H/Ho)) and ignore kernel/stride.
@@ -43,6 +34,13 @@ enum class UnaryOp { Neg, Exp, Log, Sqrt, Abs, Pow, Relu, Sigmoid, Tanh, Gelu };
 enum class BinaryOp { Add, Sub, Mul, Div, Max, Min };
 enum class CompareOp { Eq, Ne, Lt, Le, Gt, Ge };
 enum class ReduceOp { Sum, Max, Min };
+
+// A backend's choice for one conv shape (conv2d, conv_transpose2d and both gradients take the
+// same one): its direct kernels, or unfold + GEMM; and why, in words.
+struct ConvChoice {
+  bool direct = false;
+  std::string reason;
+};
 
 class Backend {
  public:
@@ -84,16 +82,20 @@ class Backend {
   virtual void im2col(const Tensor& cols, const Tensor& x, const Conv2dGeometry& g) = 0;
   // col2im, the adjoint: x (T, C, H, W) = the sum of cols' entries over every place each came from.
   virtual void col2im(const Tensor& x, const Tensor& cols, const Conv2dGeometry& g) = 0;
-  // Direct stride-1 convolution without columns (g.sh == g.sw == 1), all tensors contiguous:
-  // y (N, Cout, Ho, Wo) = conv(x (N, C, H, W), w (Cout, C/groups, kh, kw)), no bias;
-  // dx (N, C, H, W) = its data gradient from gy (N, Cout, Ho, Wo);
-  // dw += its weight gradient from gy and x.
+  // How this device computes a conv of geometry g with Cout outputs in `groups` groups of
+  // `dtype`, given what the program asked for. The default: unfold + GEMM.
+  virtual ConvChoice choose_conv(const Conv2dGeometry& g, int64_t groups, int64_t Cout, DType dtype,
+                                 ConvAlgorithm requested);
+  // Direct convolution without columns, for the convs that choose_conv sends there; all tensors
+  // contiguous: y (N, Cout, Ho, Wo) = conv(x (N, C, H, W), w (Cout, C/groups, kh, kw)), no bias;
+  // dx (N, C, H, W) = its data gradient from gy (N, Cout, Ho, Wo); dw += its weight gradient from
+  // gy and x. A backend without such kernels leaves these alone: they fail, naming the op and device.
   virtual void conv2d_direct(const Tensor& y, const Tensor& x, const Tensor& w, const Conv2dGeometry& g,
-                             int64_t groups) = 0;
+                             int64_t groups);
   virtual void conv2d_direct_data(const Tensor& dx, const Tensor& gy, const Tensor& w,
-                                  const Conv2dGeometry& g, int64_t groups) = 0;
+                                  const Conv2dGeometry& g, int64_t groups);
   virtual void conv2d_direct_weight(const Tensor& dw, const Tensor& gy, const Tensor& x,
-                                    const Conv2dGeometry& g, int64_t groups) = 0;
+                                    const Conv2dGeometry& g, int64_t groups);
   // Pooling over x (P, H, W) contiguous planes; out/indices (P, Ho, Wo). int64 indices are the
   // winner's h*W + w in its plane; uint8 indices its tap ki*kw + kj in its window.
   virtual void max_pool2d(const Tensor& out, const Tensor& indices, const Tensor& x,

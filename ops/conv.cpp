@@ -4,7 +4,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <set>
 
 #include "../core/autograd.h"
 #include "backend.h"
@@ -49,12 +53,25 @@ ConvPlan make_plan(int64_t N, int64_t G, int64_t Og, const Conv2dGeometry& g) {
   return p;
 }
 
-// Whether conv_core runs the backend's direct kernels: CPU, stride 1, not a 1x1 conv that needs no
-// columns, and not forced to Gemm. Auto takes them for every such conv: measured in bench_conv and
-// bench/RESULTS.md, they beat unfold + GEMM from 1 to 512 channels, 4x4 to 56x56 planes and 3x3 to
-// 5x5 kernels, under both of OpenBLAS's kernel sets on this machine.
-bool use_direct(const ConvPlan& p, Device d) {
-  return conv_algorithm() != ConvAlgorithm::Gemm && d.is_cpu() && p.g.sh == 1 && p.g.sw == 1 && !p.one_by_one;
+// The backend's choice for this plan on device d (see Backend::choose_conv). With
+// MINIGRAD_CONV_VERBOSE=1 the first conv of each shape prints it.
+ConvChoice choose(const ConvPlan& p, DType dt, Device d) {
+  ConvChoice c = backend_for(d).choose_conv(p.g, p.G, p.G * p.Og, dt, conv_algorithm());
+  static const bool verbose = [] {
+    const char* v = std::getenv("MINIGRAD_CONV_VERBOSE");
+    return v && *v && std::string(v) != "0";
+  }();
+  if (verbose) {
+    static std::mutex mu;
+    static std::set<std::string> seen;
+    const Conv2dGeometry& g = p.g;
+    std::string key = detail::str_cat("conv N=", p.N, " C=", g.C, " ", g.H, "x", g.W, " -> ", p.G * p.Og, " ",
+                                      g.Ho, "x", g.Wo, " k ", g.kh, "x", g.kw, " s ", g.sh, "x", g.sw, " p ",
+                                      g.pad_h, "x", g.pad_w, " d ", g.dh, "x", g.dw, " g ", p.G, " ", dt, " on ", d);
+    std::lock_guard<std::mutex> lock(mu);
+    if (seen.insert(key).second) std::fprintf(stderr, "minigrad: %s: %s\n", key.c_str(), c.reason.c_str());
+  }
+  return c;
 }
 
 void gemm2(const Tensor& out, const Tensor& a, const Tensor& b, double beta) {
@@ -75,7 +92,7 @@ Tensor carve(const Tensor& buf, int64_t rows, int64_t cols) {
 void conv_core(const ConvPlan& p, const Tensor& w, const Tensor& ximg, const Tensor& ysrc,
                const Tensor& yout, const Tensor& dw, const Tensor& xout) {
   Backend& be = backend_for(w.device());
-  if (use_direct(p, w.device())) {  // the same three products, without columns
+  if (choose(p, w.dtype(), w.device()).direct) {  // the same three products, without columns
     if (yout.defined()) be.conv2d_direct(yout, ximg, w, p.g, p.G);
     if (dw.defined()) be.conv2d_direct_weight(dw, ysrc, ximg, p.g, p.G);
     if (xout.defined()) be.conv2d_direct_data(xout, ysrc, w, p.g, p.G);
@@ -292,6 +309,12 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2d
   add_bias(out, bias);
   record_conv("conv2d", p, x, w, bias, out, /*transposed=*/false);
   return out;
+}
+
+std::string explain_conv(const Tensor& x, const Tensor& w, const Conv2dOptions& o) {
+  const Conv2dGeometry g = detail::conv2d_geometry("explain_conv", x, w, {}, o);
+  return detail::str_cat("conv2d ", x.sizes(), " * ", w.sizes(), " on ", x.device(), ": ",
+                         backend_for(x.device()).choose_conv(g, o.groups, w.size(0), x.dtype(), conv_algorithm()).reason);
 }
 
 // ---- conv_transpose2d

@@ -81,13 +81,17 @@ Conv2dGeometry conv2d_geometry(const char* op, const Tensor& x, const Tensor& w,
 void set_conv_workspace_limit(size_t bytes);
 size_t conv_workspace_limit();
 
-// How conv2d and conv_transpose2d compute on the CPU. Auto (the default) picks per layer: a direct
-// convolution (no columns, output channels and positions blocked in registers) for stride-1 convs
-// other than the column-free 1x1 ones, and unfold + GEMM otherwise (strided convs and 1x1). Gemm
-// forces unfold + GEMM everywhere; Direct is Auto's choice, kept so that a program can ask for it by
-// name. Every choice computes the same function and gradients; tests run each.
-enum class ConvAlgorithm { Auto, Gemm, Direct };
+// How conv2d and conv_transpose2d compute (ConvAlgorithm, in ops/conv_geometry.h). Auto (the
+// default) lets the device's backend pick per layer from the shape and, on the CPU, the running ISA
+// level; explain_conv() says what it picked and why. Gemm forces unfold + GEMM everywhere; Direct
+// asks for the CPU's direct kernels wherever they apply (stride 1). Every choice computes the same
+// function and gradients; tests run each.
 void set_conv_algorithm(ConvAlgorithm a);
 ConvAlgorithm conv_algorithm();
+
+// What conv2d(x, weight, {}, opts) would run on x's device now, and why: the algorithm, the ISA
+// level and register blocks of the CPU's direct kernels, or the GEMM path. With the environment
+// variable MINIGRAD_CONV_VERBOSE=1 every conv prints this to stderr the first time a shape is seen.
+std::string explain_conv(const Tensor& x, const Tensor& weight, const Conv2dOptions& opts = {});
 
 }  // namespace minigrad

@@ -54,15 +54,33 @@ const std::vector<ConvCfg> kConvCases = {
     {1, 17, 4, 3, 2, 2, 2, 1, 1, "same", 1},           // 17 inputs: a blocked data gradient, even kernel
 };
 
-// Runs body once per CPU conv algorithm (and restores the default).
+// Runs body once at every ISA level this CPU has (and restores the running one).
 template <class F>
-void for_each_algorithm(F&& body) {
-  for (ConvAlgorithm a : {ConvAlgorithm::Gemm, ConvAlgorithm::Direct, ConvAlgorithm::Auto}) {
-    CAPTURE(int(a));
-    set_conv_algorithm(a);
+void for_each_level(F&& body) {
+  const CpuIsa saved = cpu_isa();
+  for (CpuIsa isa : cpu_isa_levels()) {
+    CAPTURE(cpu_isa_name(isa));
+    set_cpu_isa(isa);
     body();
   }
+  set_cpu_isa(saved);
+}
+
+// Runs body once per CPU conv algorithm at every ISA level this CPU has (and restores both).
+template <class F>
+void for_each_algorithm(F&& body) {
+  const CpuIsa saved = cpu_isa();
+  for (CpuIsa isa : cpu_isa_levels()) {
+    CAPTURE(cpu_isa_name(isa));
+    set_cpu_isa(isa);
+    for (ConvAlgorithm a : {ConvAlgorithm::Gemm, ConvAlgorithm::Direct, ConvAlgorithm::Auto}) {
+      CAPTURE(int(a));
+      set_conv_algorithm(a);
+      body();
+    }
+  }
   set_conv_algorithm(ConvAlgorithm::Auto);
+  set_cpu_isa(saved);
 }
 
 }  // namespace
@@ -107,6 +125,7 @@ TEST_CASE("conv2d matches the direct 7-loop conv, for every tile size and algori
 }
 
 TEST_CASE("conv2d: the direct algorithm agrees with unfold + GEMM on LeNet's layers, float32") {
+  for_each_level([&] {
   for (ConvCfg c : {ConvCfg{4, 1, 28, 28, 6, 5, 5, 1, 1, 2, 1}, ConvCfg{4, 6, 14, 14, 16, 5, 5, 1, 1, 0, 1}}) {
     Tensor x = randn({c.N, c.C, c.H, c.W}, requires_grad()), w = randn({c.Cout, c.C, c.kh, c.kw}, requires_grad());
     Tensor y[2], gx[2], gw[2], gy = randn({c.N, c.Cout, c.H + 2 * c.padding.h - 4, c.W + 2 * c.padding.w - 4});
@@ -124,6 +143,7 @@ TEST_CASE("conv2d: the direct algorithm agrees with unfold + GEMM on LeNet's lay
     check_close(vals(gx[1]), vals(gx[0]), 1e-4);
     check_close(vals(gw[1]), vals(gw[0]), 2e-3);  // sums over 4*784 positions in float32
   }
+  });
 }
 
 TEST_CASE("conv2d: the direct algorithm's channel-blocked kernels against unfold + GEMM, every kernel width") {
@@ -137,6 +157,7 @@ TEST_CASE("conv2d: the direct algorithm's channel-blocked kernels against unfold
       {1, 16, 5, 6, 48, 3, 3, 1, 2, "same", 1},         // dilated "same", three output blocks
       {2, 20, 12, 12, 24, 5, 5, 1, 1, "valid", 1},      // more kernel rows than one register block
   };
+  for_each_level([&] {
   for (size_t ci = 0; ci < cases.size(); ++ci) {
     const ConvCfg& c = cases[ci];
     CAPTURE(ci);
@@ -158,6 +179,7 @@ TEST_CASE("conv2d: the direct algorithm's channel-blocked kernels against unfold
     check_close(vals(gx[1]), vals(gx[0]), 1e-12);
     check_close(vals(gw[1]), vals(gw[0]), 1e-12);
   }
+  });
 }
 
 TEST_CASE("conv2d: only the inputs that need a gradient get one") {

@@ -1,6 +1,6 @@
 // CUDA im2col and col2im. col2im is a gather: each thread owns one input element and sums the
 // column entries it came from, so no atomics are needed. Convs on the GPU run as unfold + GEMM
-// (ops/conv.cpp never picks the CPU's direct kernels for a CUDA tensor).
+// (the Backend default of choose_conv; the direct kernels are the CPU's).
 #include "cuda_backend.h"
 #include "loops.cuh"
 
@@ -62,21 +62,6 @@ void CudaBackend::col2im(const Tensor& x, const Tensor& cols, const Conv2dGeomet
     using T = typename decltype(tag)::type;
     launch("col2im", x.device(), x.numel(), col2im_kernel<T>, g, cols.stride(0), ptr<T>(x), ptr<T>(cols));
   });
-}
-
-void CudaBackend::conv2d_direct(const Tensor& y, const Tensor&, const Tensor&, const Conv2dGeometry&, int64_t) {
-  MG_FAIL("conv2d: the direct (column-free) kernels are CPU-only; a conv of ", y.device(),
-          " tensors runs as unfold + GEMM");
-}
-void CudaBackend::conv2d_direct_data(const Tensor& dx, const Tensor&, const Tensor&, const Conv2dGeometry&,
-                                     int64_t) {
-  MG_FAIL("conv2d: the direct (column-free) kernels are CPU-only; a conv of ", dx.device(),
-          " tensors runs as unfold + GEMM");
-}
-void CudaBackend::conv2d_direct_weight(const Tensor& dw, const Tensor&, const Tensor&, const Conv2dGeometry&,
-                                       int64_t) {
-  MG_FAIL("conv2d: the direct (column-free) kernels are CPU-only; a conv of ", dw.device(),
-          " tensors runs as unfold + GEMM");
 }
 
 }  // namespace minigrad::cuda

@@ -26,12 +26,6 @@ class CudaBackend final : public Backend {
   void gemm(const Tensor& out, const Tensor& a, const Tensor& b, double alpha, double beta) override;
   void im2col(const Tensor& cols, const Tensor& x, const Conv2dGeometry& g) override;
   void col2im(const Tensor& x, const Tensor& cols, const Conv2dGeometry& g) override;
-  void conv2d_direct(const Tensor& y, const Tensor& x, const Tensor& w, const Conv2dGeometry& g,
-                     int64_t groups) override;
-  void conv2d_direct_data(const Tensor& dx, const Tensor& gy, const Tensor& w, const Conv2dGeometry& g,
-                          int64_t groups) override;
-  void conv2d_direct_weight(const Tensor& dw, const Tensor& gy, const Tensor& x, const Conv2dGeometry& g,
-                            int64_t groups) override;
   void max_pool2d(const Tensor& out, const Tensor& indices, const Tensor& x,
                   const Pool2dGeometry& g) override;
   void max_pool2d_backward(const Tensor& gx, const Tensor& gy, const Tensor& indices,

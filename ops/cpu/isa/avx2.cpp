@@ -1,0 +1,18 @@
+// minigrad CPU kernels at the "avx2" level: -mavx2 -mfma (set by CMake).
+#include <omp.h>
+
+#include "kernels.h"
+
+#if !defined(__AVX2__) || !defined(__FMA__)
+#error "ops/cpu/isa/avx2.cpp must be compiled with -mavx2 -mfma"
+#endif
+#define MG_ISA_NS isa_avx2
+#define MG_ISA_TABLE table
+#define MG_ISA_ENUM CpuIsa::Avx2
+#define MG_VEC_BYTES 32
+#define MG_VEC_REGS 16
+#include "kernels.inc"
+
+namespace minigrad::cpu {
+const IsaKernels& isa_kernels_avx2() { return isa_avx2::table(); }
+}  // namespace minigrad::cpu

@@ -1,0 +1,18 @@
+// minigrad CPU kernels at the "avx512" level: -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma (set by CMake).
+#include <omp.h>
+
+#include "kernels.h"
+
+#if !defined(__AVX512F__) || !defined(__FMA__)
+#error "ops/cpu/isa/avx512.cpp must be compiled with -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma"
+#endif
+#define MG_ISA_NS isa_avx512
+#define MG_ISA_TABLE table
+#define MG_ISA_ENUM CpuIsa::Avx512
+#define MG_VEC_BYTES 64
+#define MG_VEC_REGS 32
+#include "kernels.inc"
+
+namespace minigrad::cpu {
+const IsaKernels& isa_kernels_avx512() { return isa_avx512::table(); }
+}  // namespace minigrad::cpu

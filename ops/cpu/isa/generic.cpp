@@ -1,0 +1,15 @@
+// minigrad CPU kernels at the "generic" level: baseline flags: SSE2 on x86-64, NEON on AArch64.
+#include <omp.h>
+
+#include "kernels.h"
+
+#define MG_ISA_NS isa_generic
+#define MG_ISA_TABLE table
+#define MG_ISA_ENUM CpuIsa::Generic
+#define MG_VEC_BYTES 16
+#define MG_VEC_REGS 16
+#include "kernels.inc"
+
+namespace minigrad::cpu {
+const IsaKernels& isa_kernels_generic() { return isa_generic::table(); }
+}  // namespace minigrad::cpu

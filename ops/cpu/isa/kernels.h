@@ -1,0 +1,54 @@
+// minigrad CPU backend: the kernels compiled once per vector ISA level (ops/cpu/isa/*.cpp, each
+// with its own compiler flags) and the table that picks one level's set at run time. Only plain
+// function pointers cross between the levels, so no inline function or template compiled for one
+// level can stand in for another's (the isa_symbols test checks the object files for that).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "../../../core/cpu_isa.h"
+#include "../../conv_geometry.h"
+
+namespace minigrad::cpu {
+
+// One dtype's kernels; every buffer contiguous.
+template <class T>
+struct TypedKernels {
+  // Stride-1 direct convolution (no columns) of x (N, C, H, W) with w (Cout, C/G, kh, kw):
+  // y (N, Cout, Ho, Wo) = conv; dx (N, C, H, W) = its data gradient from gy; dw += its weight gradient.
+  void (*conv_forward)(T* y, const T* x, const T* w, int64_t N, int64_t G, int64_t Cout, const Conv2dGeometry& g);
+  void (*conv_data)(T* dx, const T* gy, const T* w, int64_t N, int64_t G, int64_t Cout, const Conv2dGeometry& g);
+  void (*conv_weight)(T* dw, const T* gy, const T* x, int64_t N, int64_t G, int64_t Cout, const Conv2dGeometry& g);
+  // im2col of x (T_, C, H, W) into cols (C*kh*kw rows, ld apart; image t at column t*Ho*Wo) and
+  // col2im, its adjoint (x overwritten).
+  void (*im2col)(T* cols, int64_t ld, const T* x, int64_t images, const Conv2dGeometry& g);
+  void (*col2im)(T* x, const T* cols, int64_t ld, int64_t images, const Conv2dGeometry& g);
+};
+
+struct IsaKernels {
+  CpuIsa isa;
+  int vector_bytes;  // bytes of one vector register
+  int registers;     // vector registers the register blocks are sized for
+  TypedKernels<float> f32;
+  TypedKernels<double> f64;
+  // GFLOP/s of independent float multiply-adds (FMA where the level has it) on `threads` threads:
+  // the peak the conv kernels are measured against.
+  double (*fma_peak)(int threads);
+  // Writes (snprintf-style, at most cap bytes) how the direct kernels block a conv with Og outputs
+  // and Cg inputs per group, for the forward, data-gradient and weight-gradient passes.
+  void (*describe_direct)(char* out, size_t cap, int64_t Og, int64_t Cg, const Conv2dGeometry& g, bool f64);
+};
+
+const IsaKernels& isa_kernels_generic();
+const IsaKernels& isa_kernels_avx2();    // only in builds with MINIGRAD_ISA_AVX2
+const IsaKernels& isa_kernels_avx512();  // only in builds with MINIGRAD_ISA_AVX512
+// The set for `isa` (which must be compiled in), and the set cpu_isa() runs now.
+const IsaKernels& isa_kernels(CpuIsa isa);
+inline const IsaKernels& isa_kernels() { return isa_kernels(cpu_isa()); }
+
+// Scratch memory for the per-ISA kernels, allocated by baseline code (64-byte aligned; throws
+// minigrad::Error when it cannot). Kernels allocate before their parallel regions.
+void* scratch_alloc(size_t bytes, bool zero);
+void scratch_free(void* p) noexcept;
+
+}  // namespace minigrad::cpu
