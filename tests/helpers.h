@@ -19,6 +19,19 @@ inline std::vector<Device> devices() {
   return d;
 }
 
+// Runs body once at every CPU ISA level this CPU has (generic, avx2, avx512: the per-level kernels
+// of ops/cpu/isa/), then restores the running level.
+template <class F>
+void for_each_cpu_isa(F&& body) {
+  const CpuIsa saved = cpu_isa();
+  for (CpuIsa isa : cpu_isa_levels()) {
+    CAPTURE(cpu_isa_name(isa));
+    set_cpu_isa(isa);
+    body();
+  }
+  set_cpu_isa(saved);
+}
+
 // A float64 leaf on `dev` that requires grad, with values from randn (or uniform in [lo, hi)).
 inline Tensor leaf(const Shape& s, Device dev, double lo = 0, double hi = 0) {
   Tensor t = hi > lo ? add(mul(rand(s, kFloat64), hi - lo), lo) : randn(s, kFloat64);

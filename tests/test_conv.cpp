@@ -54,18 +54,6 @@ const std::vector<ConvCfg> kConvCases = {
     {1, 17, 4, 3, 2, 2, 2, 1, 1, "same", 1},           // 17 inputs: a blocked data gradient, even kernel
 };
 
-// Runs body once at every ISA level this CPU has (and restores the running one).
-template <class F>
-void for_each_level(F&& body) {
-  const CpuIsa saved = cpu_isa();
-  for (CpuIsa isa : cpu_isa_levels()) {
-    CAPTURE(cpu_isa_name(isa));
-    set_cpu_isa(isa);
-    body();
-  }
-  set_cpu_isa(saved);
-}
-
 // Runs body once per CPU conv algorithm at every ISA level this CPU has (and restores both).
 template <class F>
 void for_each_algorithm(F&& body) {
@@ -125,7 +113,7 @@ TEST_CASE("conv2d matches the direct 7-loop conv, for every tile size and algori
 }
 
 TEST_CASE("conv2d: the direct algorithm agrees with unfold + GEMM on LeNet's layers, float32") {
-  for_each_level([&] {
+  for_each_cpu_isa([&] {
   for (ConvCfg c : {ConvCfg{4, 1, 28, 28, 6, 5, 5, 1, 1, 2, 1}, ConvCfg{4, 6, 14, 14, 16, 5, 5, 1, 1, 0, 1}}) {
     Tensor x = randn({c.N, c.C, c.H, c.W}, requires_grad()), w = randn({c.Cout, c.C, c.kh, c.kw}, requires_grad());
     Tensor y[2], gx[2], gw[2], gy = randn({c.N, c.Cout, c.H + 2 * c.padding.h - 4, c.W + 2 * c.padding.w - 4});
@@ -157,7 +145,7 @@ TEST_CASE("conv2d: the direct algorithm's channel-blocked kernels against unfold
       {1, 16, 5, 6, 48, 3, 3, 1, 2, "same", 1},         // dilated "same", three output blocks
       {2, 20, 12, 12, 24, 5, 5, 1, 1, "valid", 1},      // more kernel rows than one register block
   };
-  for_each_level([&] {
+  for_each_cpu_isa([&] {
   for (size_t ci = 0; ci < cases.size(); ++ci) {
     const ConvCfg& c = cases[ci];
     CAPTURE(ci);

@@ -1,11 +1,9 @@
 // CPU kernels: copy, fill, unary ops and their derivatives, binary ops, comparisons, where.
 #include <cmath>
 
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
 
 #include "cpu_backend.h"
+#include "isa/kernels.h"
 #include "loops.h"
 
 namespace minigrad::cpu {
@@ -113,23 +111,12 @@ void CpuBackend::unary_backward(UnaryOp op, const Tensor& gx, const Tensor& gy, 
 
 namespace {
 
-// Elements [8*b0, min(8*b1, n)) of relu with its bit mask. Whole bytes of float32 take AVX2 (one
-// compare gives both y and the 8 bits); the rest, and float64, the scalar loop.
+// Elements [8*b0, min(8*b1, n)) of relu with its bit mask: float32 through the running ISA level's
+// vector kernel (ops/cpu/isa/), float64 the scalar loop.
 template <class T>
 void relu_mask_bytes(const T* x, T* y, uint8_t* mask, int64_t b0, int64_t b1, int64_t n) {
-  int64_t b = b0;
-#if defined(__AVX2__)
-  if constexpr (std::is_same_v<T, float>) {
-    const __m256 zero = _mm256_setzero_ps();
-    for (; b < b1 && 8 * b + 8 <= n; ++b) {
-      const __m256 v = _mm256_loadu_ps(x + 8 * b);
-      const __m256 pos = _mm256_cmp_ps(v, zero, _CMP_GT_OQ);
-      _mm256_storeu_ps(y + 8 * b, _mm256_and_ps(v, pos));
-      mask[b] = uint8_t(_mm256_movemask_ps(pos));
-    }
-  }
-#endif
-  for (; b < b1; ++b) {
+  if constexpr (std::is_same_v<T, float>) return isa_kernels().relu_mask_f32(x, y, mask, b0, b1, n);
+  for (int64_t b = b0; b < b1; ++b) {
     uint8_t bits = 0;
     for (int64_t i = 8 * b, j = 0; i < std::min(8 * b + 8, n); ++i, ++j) {
       const bool pos = x[i] > T(0);
@@ -142,18 +129,8 @@ void relu_mask_bytes(const T* x, T* y, uint8_t* mask, int64_t b0, int64_t b1, in
 
 template <class T>
 void relu_mask_backward_bytes(const T* gy, T* gx, const uint8_t* mask, int64_t b0, int64_t b1, int64_t n) {
-  int64_t b = b0;
-#if defined(__AVX2__)
-  if constexpr (std::is_same_v<T, float>) {
-    const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-    for (; b < b1 && 8 * b + 8 <= n; ++b) {
-      const __m256i set = _mm256_and_si256(_mm256_set1_epi32(mask[b]), lane_bit);
-      const __m256 keep = _mm256_castsi256_ps(_mm256_cmpeq_epi32(set, lane_bit));
-      _mm256_storeu_ps(gx + 8 * b, _mm256_and_ps(_mm256_loadu_ps(gy + 8 * b), keep));
-    }
-  }
-#endif
-  for (; b < b1; ++b)
+  if constexpr (std::is_same_v<T, float>) return isa_kernels().relu_mask_backward_f32(gy, gx, mask, b0, b1, n);
+  for (int64_t b = b0; b < b1; ++b)
     for (int64_t i = 8 * b, j = 0; i < std::min(8 * b + 8, n); ++i, ++j)
       gx[i] = (mask[b] >> j) & 1 ? gy[i] : T(0);
 }

@@ -1,5 +1,8 @@
 // minigrad CPU kernels at the "avx2" level: -mavx2 -mfma (set by CMake).
 #include <omp.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>  // the intrinsics are always-inline: nothing of them is emitted to share
+#endif
 
 #include "kernels.h"
 

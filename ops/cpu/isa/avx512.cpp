@@ -1,5 +1,8 @@
 // minigrad CPU kernels at the "avx512" level: -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma (set by CMake).
 #include <omp.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>  // the intrinsics are always-inline: nothing of them is emitted to share
+#endif
 
 #include "kernels.h"
 

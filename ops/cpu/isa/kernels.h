@@ -37,6 +37,10 @@ struct IsaKernels {
   // Writes (snprintf-style, at most cap bytes) how the direct kernels block a conv with Og outputs
   // and Cg inputs per group, for the forward, data-gradient and weight-gradient passes.
   void (*describe_direct)(char* out, size_t cap, int64_t Og, int64_t Cg, const Conv2dGeometry& g, bool f64);
+  // relu of float32 x into y with its derivative's bits, over mask bytes [b0, b1) of n elements
+  // (bit i%8 of mask[i/8] = y[i] > 0), and its backward gx = gy where the bit is set.
+  void (*relu_mask_f32)(const float* x, float* y, uint8_t* mask, int64_t b0, int64_t b1, int64_t n);
+  void (*relu_mask_backward_f32)(const float* gy, float* gx, const uint8_t* mask, int64_t b0, int64_t b1, int64_t n);
 };
 
 const IsaKernels& isa_kernels_generic();
