@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Side-by-side benchmarks in one run: minigrad against LibTorch (Debian's libtorch-dev 1.13, with
-# oneDNN on and off) and against OpenBLAS sgemm. Installs LibTorch if it is missing, builds both
-# sides, and prints markdown tables (paste into bench/RESULTS.md).
+# Side-by-side benchmarks in one run: minigrad at every CPU ISA level this CPU has (forced with
+# MINIGRAD_CPU_ISA) against LibTorch (Debian's libtorch-dev 1.13, with oneDNN on and off), against
+# OpenBLAS sgemm on the same GEMMs and against the measured FMA peak of each level; the epoch
+# benchmarks at every level and from a portable (-DMINIGRAD_NATIVE=OFF) build. Installs LibTorch if
+# it is missing, builds both sides, and prints markdown tables (paste into bench/RESULTS.md).
 #   bench/run.sh [threads for the conv table, default 2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,54 +11,79 @@ T=${1:-2}
 scripts/install-deps.sh libtorch-dev time python3
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/release -j "$(nproc)" --target bench_conv bench_epoch bench_matmul >/dev/null
+cmake -S . -B build/portable -DCMAKE_BUILD_TYPE=Release -DMINIGRAD_NATIVE=OFF -DMINIGRAD_CUDA=OFF \
+  -DMINIGRAD_BUILD_TESTS=OFF -DMINIGRAD_BUILD_EXAMPLES=OFF >/dev/null
+cmake --build build/portable -j "$(nproc)" --target bench_conv bench_epoch >/dev/null
 cmake -S bench/libtorch -B build/libtorch -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/libtorch -j "$(nproc)" >/dev/null
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+levels=$(build/release/bench_conv --levels | xargs)
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
+echo "CPU ISA levels: $levels (best: ${levels##* }); vector flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|avx512f|avx512bw|avx512dq|avx512vl)$' | xargs)"
 # OpenBLAS picks its kernels from the CPU unless OPENBLAS_CORETYPE names them; both sides (minigrad
 # and LibTorch's im2col path) load the same libopenblas, so they run the same kernels.
 echo "OpenBLAS kernels: $(build/release/bench_matmul --core) (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset})"
 echo
-echo "### conv2d forward+backward, batch 64, $T threads (median ms)"
-build/release/bench_conv "$T" --raw >"$tmp/mg"
+for l in $levels; do
+  MINIGRAD_CPU_ISA=$l build/release/bench_conv "$T" --raw >"$tmp/mg_$l"
+done
+MINIGRAD_CPU_ISA=${levels##* } build/portable/bench_conv "$T" --raw >"$tmp/mg_portable"
 build/libtorch/torch_conv on "$T" >"$tmp/on"
 build/libtorch/torch_conv off "$T" >"$tmp/off"
-python3 - "$tmp" <<'PY'
+echo "### conv2d forward+backward, batch 64, $T threads (median ms; peak = measured FMA GFLOP/s of the level)"
+python3 - "$tmp" $levels <<'PY'
 import sys
-d = sys.argv[1]
+d, levels = sys.argv[1], sys.argv[2:]
 def load(f): return {l.split()[0]: l.split()[1:] for l in open(f"{d}/{f}") if l.strip()}
-mg, on, off = load("mg"), load("on"), load("off")
-names = {"lenet1": "LeNet conv1 1→6 5×5 28×28 pad 2", "lenet2": "LeNet conv2 6→16 5×5 14×14",
-         "c64": "64→64 3×3 32×32 pad 1", "c128": "128→128 3×3 16×16 pad 1"}
-print("| layer | minigrad ms | LibTorch oneDNN ms | LibTorch im2col ms | minigrad / oneDNN | minigrad / im2col | minigrad GFLOP/s | sgemm GFLOP/s |")
-print("|---|---|---|---|---|---|---|---|")
+on, off = load("on"), load("off")
+names = {"lenet1": "LeNet conv1 1→6 5×5 28² pad 2", "lenet2": "LeNet conv2 6→16 5×5 14²",
+         "first": "3→32 3×3 32² pad 1", "c32": "32→32 3×3 32² pad 1", "c64": "64→64 3×3 32² pad 1",
+         "c128": "128→128 3×3 16² pad 1", "c256": "256→256 3×3 8² pad 1", "s2": "64→128 3×3 stride 2 32²",
+         "pw": "1×1 128→256 16²", "dw": "depthwise 3×3 64 ch 32²"}
+peaks = {l: float(next(iter(load(f"mg_{l}").values()))[3]) for l in levels}
+print("FMA peak: " + ", ".join(f"{l} {p:.0f} GFLOP/s" for l, p in peaks.items()))
+print()
+print("| layer | level | minigrad ms | oneDNN ms | im2col ms | / oneDNN | / im2col | GFLOP/s | % peak | sgemm GFLOP/s | algorithm |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for k, n in names.items():
-    m, g, s = map(float, mg[k]); o = float(on[k][0]); f = float(off[k][0])
-    print(f"| {n} | {m:.2f} | {o:.2f} | {f:.2f} | {m/o:.2f} | {m/f:.2f} | {g:.1f} | {s:.1f} |")
+    for l in levels + ["portable"]:
+        r = load(f"mg_{l}")[k]
+        m, g, s, p, isa, algo = float(r[0]), float(r[1]), float(r[2]), float(r[3]), r[4], r[5]
+        o, f = float(on[k][0]), float(off[k][0])
+        lab = l if l != "portable" else f"{isa} (portable build)"
+        print(f"| {n} | {lab} | {m:.2f} | {o:.2f} | {f:.2f} | {m/o:.2f} | {m/f:.2f} | {g:.1f} | {100*g/p:.0f}% | {s:.1f} | {algo} |")
 PY
 echo
-echo "### one training epoch, SGD momentum, batch 64 (best thread count of each side; peak RSS from /usr/bin/time -v)"
-echo "| model | minigrad s | LibTorch s | ratio | minigrad peak RSS MB | LibTorch peak RSS MB | RSS ratio |"
-echo "|---|---|---|---|---|---|---|"
+echo "### one training epoch, SGD momentum, batch 64 (best of 1 and 2 threads for each side; peak RSS from /usr/bin/time -v)"
+echo "| model | minigrad build / level | minigrad s | LibTorch s | ratio | minigrad peak RSS MB | LibTorch peak RSS MB | RSS ratio |"
+echo "|---|---|---|---|---|---|---|---|"
 for model in lenet cifar; do
-  best_m=""; best_t=""
   for th in 1 2; do
-    /usr/bin/time -v build/release/bench_epoch $model $th >"$tmp/m$th" 2>"$tmp/mt$th"
     /usr/bin/time -v build/libtorch/torch_epoch $model $th >"$tmp/t$th" 2>"$tmp/tt$th"
   done
-  python3 - "$tmp" "$model" <<'PY'
+  for l in $levels portable; do
+    for th in 1 2; do
+      if [ "$l" = portable ]; then
+        /usr/bin/time -v build/portable/bench_epoch $model $th >"$tmp/m$th" 2>"$tmp/mt$th"
+      else
+        MINIGRAD_CPU_ISA=$l /usr/bin/time -v build/release/bench_epoch $model $th >"$tmp/m$th" 2>"$tmp/mt$th"
+      fi
+    done
+    python3 - "$tmp" "$model" "$l" <<'PY'
 import sys, re
-d, model = sys.argv[1], sys.argv[2]
+d, model, level = sys.argv[1], sys.argv[2], sys.argv[3]
 def run(prefix, th):
     secs = float(re.search(r"epoch: ([0-9.]+) s", open(f"{d}/{prefix}{th}").read()).group(1))
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", open(f"{d}/{prefix}t{th}").read()).group(1)) / 1024
     return secs, rss, th
 m = min(run("m", t) for t in (1, 2)); t = min(run("t", t) for t in (1, 2))
 label = {"lenet": "LeNet-5, 10,000 28×28", "cifar": "4-conv CIFAR CNN, 5,000 32×32"}[model]
-print(f"| {label} | {m[0]:.3f} ({m[2]} thr) | {t[0]:.3f} ({t[2]} thr) | {m[0]/t[0]:.2f} | {m[1]:.0f} | {t[1]:.0f} | {m[1]/t[1]:.2f} |")
+lv = "portable, best level" if level == "portable" else f"native, {level}"
+print(f"| {label} | {lv} | {m[0]:.3f} ({m[2]} thr) | {t[0]:.3f} ({t[2]} thr) | {m[0]/t[0]:.2f} | {m[1]:.0f} | {t[1]:.0f} | {m[1]/t[1]:.2f} |")
 PY
+  done
 done
 echo
 echo "### matmul overhead against cblas_sgemm, $T threads"
