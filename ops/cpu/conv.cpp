@@ -36,6 +36,15 @@ ConvChoice CpuBackend::choose_conv(const Conv2dGeometry& g, int64_t groups, int6
   if (requested == ConvAlgorithm::Direct)
     return {true, "direct: forced by set_conv_algorithm(Direct)" + level + " (" + blocks + ")"};
   if (one_by_one) return {false, "1x1 GEMM: an unpadded 1x1 conv is one GEMM on the input itself, no columns"};
+  // At the generic level the direct kernels have 16-byte vectors, while OpenBLAS runs the kernels
+  // it picked for this CPU itself: measured (bench_conv --algo, MINIGRAD_CPU_ISA=generic, Zen 4),
+  // unfold + GEMM was 1.5-3.5x faster on every layer but those with at most 256 products per output
+  // position (LeNet's 1->6 5x5: 150; depthwise 3x3: 9), where the direct kernels were 1.4-3.3x faster.
+  const int64_t products = Og * Cg * g.kh * g.kw;
+  if (isa == CpuIsa::Generic && products > 256)
+    return {false, detail::str_cat("unfold + GEMM: at the generic level OpenBLAS's own kernels beat the direct ones above "
+                                   "256 products per output position (here ", Og, " outputs x ", Cg, " inputs x ", g.kh,
+                                   "x", g.kw, " = ", products, ")", level)};
   return {true, detail::str_cat("direct: stride 1, ", Og, " outputs and ", Cg, " inputs per group", level, " (",
                                 blocks, ")")};
 }
