@@ -124,3 +124,26 @@ TEST_CASE("explain_conv says which algorithm runs and why") {
   set_conv_algorithm(ConvAlgorithm::Auto);
   CHECK_THROWS_WITH_AS(explain_conv(x, randn({64, 16, 3, 3})), doctest::Contains("explain_conv: input of shape"), Error);
 }
+
+TEST_CASE("cpu isa: conv gradients are the same bit for bit from run to run (dynamic scheduling)") {
+  // The weight gradients sum images in chunks handed out dynamically; the chunk sums are added
+  // in a fixed order, so which thread ran which chunk must not show in the result.
+  for_each_cpu_isa([&] {
+    for (int64_t cout : {int64_t(6), int64_t(40)}) {  // small-group and channel-blocked kernels
+      CAPTURE(cout);
+      manual_seed(3);
+      Tensor x = randn({9, 5, 12, 12}, requires_grad()), w = randn({cout, 5, 3, 3}, requires_grad());
+      Tensor gy = randn({9, cout, 12, 12});
+      std::vector<float> first;
+      for (int rep = 0; rep < 4; ++rep) {
+        w.zero_grad();
+        set_conv_algorithm(ConvAlgorithm::Direct);
+        sum(conv2d(x, w, {}, {.padding = 1}) * gy).backward();
+        set_conv_algorithm(ConvAlgorithm::Auto);
+        std::vector<float> g = w.grad().to_vector<float>();
+        if (rep == 0) first = g;
+        else CHECK(g == first);
+      }
+    }
+  });
+}
