@@ -17,7 +17,7 @@ Backend* g_backends[kNumDeviceTypes] = {};
 
 void register_backend(DeviceType t, Backend* b) { g_backends[int(t)] = b; }
 
-ConvChoice Backend::choose_conv(const Conv2dGeometry&, int64_t, int64_t, DType, ConvAlgorithm requested) {
+ConvChoice Backend::choose_conv(const Conv2dGeometry&, int64_t, int64_t, DType, ConvAlgorithm requested, bool) {
   return {false, requested == ConvAlgorithm::Direct
                      ? "unfold + GEMM: this device has no direct conv kernels (ConvAlgorithm::Direct is CPU-only)"
                      : "unfold + GEMM: this device's only conv algorithm"};

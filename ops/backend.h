@@ -83,9 +83,10 @@ class Backend {
   // col2im, the adjoint: x (T, C, H, W) = the sum of cols' entries over every place each came from.
   virtual void col2im(const Tensor& x, const Tensor& cols, const Conv2dGeometry& g) = 0;
   // How this device computes a conv of geometry g with Cout outputs in `groups` groups of
-  // `dtype`, given what the program asked for. The default: unfold + GEMM.
+  // `dtype`, given what the program asked for; the reason in words only when `explain`. The
+  // default: unfold + GEMM.
   virtual ConvChoice choose_conv(const Conv2dGeometry& g, int64_t groups, int64_t Cout, DType dtype,
-                                 ConvAlgorithm requested);
+                                 ConvAlgorithm requested, bool explain);
   // Direct convolution without columns, for the convs that choose_conv sends there; all tensors
   // contiguous: y (N, Cout, Ho, Wo) = conv(x (N, C, H, W), w (Cout, C/groups, kh, kw)), no bias;
   // dx (N, C, H, W) = its data gradient from gy (N, Cout, Ho, Wo); dw += its weight gradient from

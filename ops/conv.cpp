@@ -56,11 +56,11 @@ ConvPlan make_plan(int64_t N, int64_t G, int64_t Og, const Conv2dGeometry& g) {
 // The backend's choice for this plan on device d (see Backend::choose_conv). With
 // MINIGRAD_CONV_VERBOSE=1 the first conv of each shape prints it.
 ConvChoice choose(const ConvPlan& p, DType dt, Device d) {
-  ConvChoice c = backend_for(d).choose_conv(p.g, p.G, p.G * p.Og, dt, conv_algorithm());
   static const bool verbose = [] {
     const char* v = std::getenv("MINIGRAD_CONV_VERBOSE");
     return v && *v && std::string(v) != "0";
   }();
+  ConvChoice c = backend_for(d).choose_conv(p.g, p.G, p.G * p.Og, dt, conv_algorithm(), verbose);
   if (verbose) {
     static std::mutex mu;
     static std::set<std::string> seen;
@@ -314,7 +314,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2d
 std::string explain_conv(const Tensor& x, const Tensor& w, const Conv2dOptions& o) {
   const Conv2dGeometry g = detail::conv2d_geometry("explain_conv", x, w, {}, o);
   return detail::str_cat("conv2d ", x.sizes(), " * ", w.sizes(), " on ", x.device(), ": ",
-                         backend_for(x.device()).choose_conv(g, o.groups, w.size(0), x.dtype(), conv_algorithm()).reason);
+                         backend_for(x.device()).choose_conv(g, o.groups, w.size(0), x.dtype(), conv_algorithm(), true).reason);
 }
 
 // ---- conv_transpose2d

@@ -57,18 +57,14 @@ const std::vector<ConvCfg> kConvCases = {
 // Runs body once per CPU conv algorithm at every ISA level this CPU has (and restores both).
 template <class F>
 void for_each_algorithm(F&& body) {
-  const CpuIsa saved = cpu_isa();
-  for (CpuIsa isa : cpu_isa_levels()) {
-    CAPTURE(cpu_isa_name(isa));
-    set_cpu_isa(isa);
+  for_each_cpu_isa([&] {
     for (ConvAlgorithm a : {ConvAlgorithm::Gemm, ConvAlgorithm::Direct, ConvAlgorithm::Auto}) {
       CAPTURE(int(a));
       set_conv_algorithm(a);
       body();
     }
-  }
+  });
   set_conv_algorithm(ConvAlgorithm::Auto);
-  set_cpu_isa(saved);
 }
 
 }  // namespace

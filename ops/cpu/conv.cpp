@@ -23,30 +23,42 @@ void with_kernels(DType dt, const char* op, F&& f) {
 }  // namespace
 
 ConvChoice CpuBackend::choose_conv(const Conv2dGeometry& g, int64_t groups, int64_t Cout, DType dtype,
-                                   ConvAlgorithm requested) {
+                                   ConvAlgorithm requested, bool explain) {
   const CpuIsa isa = cpu_isa();
-  const std::string level = std::string(" [") + cpu_isa_name(isa) + "]";
-  if (requested == ConvAlgorithm::Gemm) return {false, "unfold + GEMM: forced by set_conv_algorithm(Gemm)"};
-  if (g.sh != 1 || g.sw != 1)
-    return {false, detail::str_cat("unfold + GEMM: stride (", g.sh, ", ", g.sw, "); the direct kernels are stride-1 only")};
-  const bool one_by_one = g.kh == 1 && g.kw == 1 && g.pad_h == 0 && g.pad_w == 0 && g.Ho == g.H && g.Wo == g.W;
   const int64_t Og = Cout / groups, Cg = g.C / groups;
-  char blocks[512];
-  isa_kernels(isa).describe_direct(blocks, sizeof blocks, Og, Cg, g, dtype == kFloat64);
+  // The words are built only when asked for (explain_conv, MINIGRAD_CONV_VERBOSE): conv calls skip them.
+  auto level = [&] { return std::string(" [") + cpu_isa_name(isa) + "]"; };
+  auto blocks = [&] {
+    char b[512];
+    isa_kernels(isa).describe_direct(b, sizeof b, Og, Cg, g, dtype == kFloat64);
+    return std::string(b);
+  };
+  auto choice = [&](bool direct, auto&& words) { return explain ? ConvChoice{direct, words()} : ConvChoice{direct, {}}; };
+  if (requested == ConvAlgorithm::Gemm)
+    return choice(false, [] { return std::string("unfold + GEMM: forced by set_conv_algorithm(Gemm)"); });
+  if (g.sh != 1 || g.sw != 1)
+    return choice(false, [&] {
+      return detail::str_cat("unfold + GEMM: stride (", g.sh, ", ", g.sw, "); the direct kernels are stride-1 only");
+    });
   if (requested == ConvAlgorithm::Direct)
-    return {true, "direct: forced by set_conv_algorithm(Direct)" + level + " (" + blocks + ")"};
-  if (one_by_one) return {false, "1x1 GEMM: an unpadded 1x1 conv is one GEMM on the input itself, no columns"};
+    return choice(true, [&] { return "direct: forced by set_conv_algorithm(Direct)" + level() + " (" + blocks() + ")"; });
+  const bool one_by_one = g.kh == 1 && g.kw == 1 && g.pad_h == 0 && g.pad_w == 0 && g.Ho == g.H && g.Wo == g.W;
+  if (one_by_one)
+    return choice(false, [] { return std::string("1x1 GEMM: an unpadded 1x1 conv is one GEMM on the input itself, no columns"); });
   // At the generic level the direct kernels have 16-byte vectors, while OpenBLAS runs the kernels
   // it picked for this CPU itself: measured (bench_conv --algo, MINIGRAD_CPU_ISA=generic, Zen 4),
   // unfold + GEMM was 1.5-3.5x faster on every layer but those with at most 256 products per output
   // position (LeNet's 1->6 5x5: 150; depthwise 3x3: 9), where the direct kernels were 1.4-3.3x faster.
   const int64_t products = Og * Cg * g.kh * g.kw;
   if (isa == CpuIsa::Generic && products > 256)
-    return {false, detail::str_cat("unfold + GEMM: at the generic level OpenBLAS's own kernels beat the direct ones above "
-                                   "256 products per output position (here ", Og, " outputs x ", Cg, " inputs x ", g.kh,
-                                   "x", g.kw, " = ", products, ")", level)};
-  return {true, detail::str_cat("direct: stride 1, ", Og, " outputs and ", Cg, " inputs per group", level, " (",
-                                blocks, ")")};
+    return choice(false, [&] {
+      return detail::str_cat("unfold + GEMM: at the generic level OpenBLAS's own kernels beat the direct ones above "
+                             "256 products per output position (here ", Og, " outputs x ", Cg, " inputs x ", g.kh, "x",
+                             g.kw, " = ", products, ")", level());
+    });
+  return choice(true, [&] {
+    return detail::str_cat("direct: stride 1, ", Og, " outputs and ", Cg, " inputs per group", level(), " (", blocks(), ")");
+  });
 }
 
 void CpuBackend::im2col(const Tensor& cols, const Tensor& x, const Conv2dGeometry& g) {

@@ -25,7 +25,7 @@ class CpuBackend final : public Backend {
   void im2col(const Tensor& cols, const Tensor& x, const Conv2dGeometry& g) override;
   void col2im(const Tensor& x, const Tensor& cols, const Conv2dGeometry& g) override;
   ConvChoice choose_conv(const Conv2dGeometry& g, int64_t groups, int64_t Cout, DType dtype,
-                         ConvAlgorithm requested) override;
+                         ConvAlgorithm requested, bool explain) override;
   void conv2d_direct(const Tensor& y, const Tensor& x, const Tensor& w, const Conv2dGeometry& g,
                      int64_t groups) override;
   void conv2d_direct_data(const Tensor& dx, const Tensor& gy, const Tensor& w, const Conv2dGeometry& g,
