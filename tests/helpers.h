@@ -25,7 +25,8 @@ template <class F>
 void for_each_cpu_isa(F&& body) {
   const CpuIsa saved = cpu_isa();
   for (CpuIsa isa : cpu_isa_levels()) {
-    CAPTURE(cpu_isa_name(isa));
+    const std::string level = cpu_isa_name(isa);
+    CAPTURE(level);
     set_cpu_isa(isa);
     body();
   }

@@ -41,7 +41,8 @@ TEST_CASE("cpu isa: the dispatcher picks the best level the CPU has") {
   const char* env = std::getenv("MINIGRAD_CPU_ISA");
   if (env && *env) CHECK(cpu_isa() == parse_cpu_isa(env));  // the variable forces the level
   else CHECK(cpu_isa() == cpu_isa_best());
-  MESSAGE("CPU: ", cpu_model_name(), "; running ", cpu_isa_name(cpu_isa()), ", best ", cpu_isa_name(cpu_isa_best()));
+  MESSAGE("CPU: ", cpu_model_name(), "; running ", std::string(cpu_isa_name(cpu_isa())), ", best ",
+          std::string(cpu_isa_name(cpu_isa_best())));
 }
 
 TEST_CASE("cpu isa: names parse; unknown names and levels the CPU lacks are refused") {
@@ -88,7 +89,8 @@ TEST_CASE("cpu isa: every level's direct conv kernels agree with unfold + GEMM i
     set_cpu_isa(CpuIsa::Generic);
     const std::vector<Tensor> want = run(ConvAlgorithm::Gemm);
     for (CpuIsa isa : cpu_isa_levels()) {
-      CAPTURE(cpu_isa_name(isa));
+      const std::string level = cpu_isa_name(isa);
+      CAPTURE(level);
       set_cpu_isa(isa);
       const std::vector<Tensor> got = run(ConvAlgorithm::Direct);
       for (int k = 0; k < 3; ++k) {
