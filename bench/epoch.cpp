@@ -51,6 +51,7 @@ int main(int argc, char** argv) {
   auto t0 = std::chrono::steady_clock::now();
   epoch();
   double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("minigrad %s epoch: %.3f s (%d threads)\n", which.c_str(), t, get_num_threads());
+  std::printf("minigrad %s epoch: %.3f s (%d threads, CPU ISA level %s)\n", which.c_str(), t, get_num_threads(),
+              cpu_isa_name(cpu_isa()));
   return 0;
 }

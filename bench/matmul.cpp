@@ -32,7 +32,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (argc > 1) set_num_threads(std::atoi(argv[1]));
-  std::printf("threads: %d, OpenBLAS kernels: %s\n\n", get_num_threads(), blas_kernel_name().c_str());
+  std::printf("%s, threads: %d, OpenBLAS kernels: %s (minigrad's own kernels: CPU ISA level %s)\n\n",
+              cpu_model_name().c_str(), get_num_threads(), blas_kernel_name().c_str(), cpu_isa_name(cpu_isa()));
   std::printf("| n | cblas_sgemm ms | minigrad matmul ms | cblas GFLOP/s | minigrad GFLOP/s | minigrad / cblas |\n");
   std::printf("|---|---|---|---|---|---|\n");
   // The last row multiplies a transposed view: minigrad must hand it to BLAS as a flag, not copy it.

@@ -32,6 +32,7 @@ std::pair<double, double> measure(F&& step, int reps) {
 int main(int argc, char** argv) {
   if (argc > 1) set_num_threads(std::atoi(argv[1]));
   const int64_t N = argc > 2 ? std::atoll(argv[2]) : 64;
+  std::printf("%s, CPU ISA level %s\n", cpu_model_name().c_str(), cpu_isa_name(cpu_isa()));
   std::printf("threads %d, batch %lld\n\n| layer | combine | fwd+bwd ms | peak MiB | time / plain | memory / plain |\n|---|---|---|---|---|---|\n",
               get_num_threads(), (long long)N);
   struct L { const char* name; int64_t C, H; };
