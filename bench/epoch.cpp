@@ -1,7 +1,7 @@
 // One training epoch through minigrad: LeNet-5 on 10,000 28x28 images, or the 4-conv CIFAR CNN on
 // 5,000 32x32 images; SGD with momentum, batch 64, synthetic data (the timing does not depend on
 // the values). Prints the epoch time; run under /usr/bin/time -v for the peak RSS.
-// Usage: bench_epoch lenet|cifar [threads]
+// Usage: bench_epoch lenet|cifar [threads] [--algo=auto|gemm|direct]
 #include <minigrad/minigrad.h>
 
 #include <chrono>
@@ -14,6 +14,15 @@ using namespace minigrad;
 int main(int argc, char** argv) {
   const std::string which = argc > 1 ? argv[1] : "lenet";
   if (argc > 2) set_num_threads(std::atoi(argv[2]));
+  if (argc > 3) {
+    const std::string a = argv[3];
+    if (a == "--algo=gemm") set_conv_algorithm(ConvAlgorithm::Gemm);
+    else if (a == "--algo=direct") set_conv_algorithm(ConvAlgorithm::Direct);
+    else if (a != "--algo=auto") {
+      std::fprintf(stderr, "usage: bench_epoch lenet|cifar [threads] [--algo=auto|gemm|direct]\n");
+      return 2;
+    }
+  }
   manual_seed(0);
   const bool lenet = which == "lenet";
   const int64_t N = lenet ? 10000 : 5000, C = lenet ? 1 : 3, S = lenet ? 28 : 32;

@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# The CIFAR epoch under one competing CPU-bound process (a shell busy loop on this machine), at 1
-# and 2 threads, for minigrad and LibTorch, twice each, interleaved. Run bench/run.sh first (it
-# builds both sides). Prints one line per run.
+# Training epochs under competing CPU-bound processes (shell busy loops on this machine): the
+# CIFAR and LeNet epochs at 1 and 2 threads, for minigrad and LibTorch, twice each, interleaved.
+# Run bench/run.sh first (it builds both sides). Prints one line per run.
+#   bench/load.sh [competing processes, default 1] [models, default "cifar"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-sh -c 'while :; do :; done' &
-busy=$!
-trap 'kill $busy 2>/dev/null || true' EXIT
+procs=${1:-1}
+models=${2:-cifar}
+busy=()
+trap 'kill "${busy[@]}" 2>/dev/null || true' EXIT
+for _ in $(seq "$procs"); do
+  sh -c 'while :; do :; done' &
+  busy+=($!)
+done
 sleep 1
-for rep in 1 2; do
-  for th in 1 2; do
-    build/release/bench_epoch cifar $th
-    build/libtorch/torch_epoch cifar $th
+echo "competing busy processes: $procs"
+for model in $models; do
+  for rep in 1 2; do
+    for th in 1 2; do
+      build/release/bench_epoch "$model" "$th"
+      build/libtorch/torch_epoch "$model" "$th"
+    done
   done
 done

@@ -88,7 +88,8 @@ Tensor carve(const Tensor& buf, int64_t rows, int64_t cols) {
 //   forward:  yout_g   = W_g   @ cols_g               where cols = im2col(ximg)
 //   weight:   dw_g    += ysrc_g @ cols_gᵀ  (beta = 1)
 //   data:     dcols_g  = W_gᵀ  @ ysrc_g,  xout = col2im(dcols)
-// Where use_direct says so, the backend's direct kernels compute the same three products instead.
+// Where the backend chooses them (Backend::choose_conv), its direct kernels compute the same three
+// products instead.
 void conv_core(const ConvPlan& p, const Tensor& w, const Tensor& ximg, const Tensor& ysrc,
                const Tensor& yout, const Tensor& dw, const Tensor& xout) {
   Backend& be = backend_for(w.device());
