@@ -12,12 +12,7 @@ namespace {
 
 template <class F>
 void with_kernels(DType dt, const char* op, F&& f) {
-  const IsaKernels& k = isa_kernels();
-  visit_floating(dt, op, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    if constexpr (std::is_same_v<T, float>) f(k.f32, tag);
-    else f(k.f64, tag);
-  });
+  visit_floating(dt, op, [&](auto tag) { f(typed_kernels<typename decltype(tag)::type>(), tag); });
 }
 
 }  // namespace

@@ -1,7 +1,6 @@
 // CPU kernels: copy, fill, unary ops and their derivatives, binary ops, comparisons, where.
 #include <cmath>
 
-
 #include "cpu_backend.h"
 #include "isa/kernels.h"
 #include "loops.h"
@@ -111,30 +110,6 @@ void CpuBackend::unary_backward(UnaryOp op, const Tensor& gx, const Tensor& gy, 
 
 namespace {
 
-// Elements [8*b0, min(8*b1, n)) of relu with its bit mask: float32 through the running ISA level's
-// vector kernel (ops/cpu/isa/), float64 the scalar loop.
-template <class T>
-void relu_mask_bytes(const T* x, T* y, uint8_t* mask, int64_t b0, int64_t b1, int64_t n) {
-  if constexpr (std::is_same_v<T, float>) return isa_kernels().relu_mask_f32(x, y, mask, b0, b1, n);
-  for (int64_t b = b0; b < b1; ++b) {
-    uint8_t bits = 0;
-    for (int64_t i = 8 * b, j = 0; i < std::min(8 * b + 8, n); ++i, ++j) {
-      const bool pos = x[i] > T(0);
-      y[i] = pos ? x[i] : T(0);
-      bits = uint8_t(bits | (uint8_t(pos) << j));
-    }
-    mask[b] = bits;
-  }
-}
-
-template <class T>
-void relu_mask_backward_bytes(const T* gy, T* gx, const uint8_t* mask, int64_t b0, int64_t b1, int64_t n) {
-  if constexpr (std::is_same_v<T, float>) return isa_kernels().relu_mask_backward_f32(gy, gx, mask, b0, b1, n);
-  for (int64_t b = b0; b < b1; ++b)
-    for (int64_t i = 8 * b, j = 0; i < std::min(8 * b + 8, n); ++i, ++j)
-      gx[i] = (mask[b] >> j) & 1 ? gy[i] : T(0);
-}
-
 // Runs f(b0, b1) over the mask's bytes, in chunks of 4096 bytes (32768 elements) across threads.
 template <class F>
 void over_mask_bytes(int64_t n, F&& f) {
@@ -152,7 +127,8 @@ void CpuBackend::relu_mask(const Tensor& y, const Tensor& mask, const Tensor& x)
     T* yp = y.data_ptr<T>();
     uint8_t* mp = mask.data_ptr<uint8_t>();
     const int64_t n = x.numel();
-    over_mask_bytes(n, [&](int64_t b0, int64_t b1) { relu_mask_bytes(xp, yp, mp, b0, b1, n); });
+    const auto& k = typed_kernels<T>();  // the running ISA level's (ops/cpu/isa/)
+    over_mask_bytes(n, [&](int64_t b0, int64_t b1) { k.relu_mask(xp, yp, mp, b0, b1, n); });
   });
 }
 
@@ -163,7 +139,8 @@ void CpuBackend::relu_mask_backward(const Tensor& gx, const Tensor& gy, const Te
     T* gxp = gx.data_ptr<T>();
     const uint8_t* mp = mask.data_ptr<uint8_t>();
     const int64_t n = gx.numel();
-    over_mask_bytes(n, [&](int64_t b0, int64_t b1) { relu_mask_backward_bytes(gyp, gxp, mp, b0, b1, n); });
+    const auto& k = typed_kernels<T>();
+    over_mask_bytes(n, [&](int64_t b0, int64_t b1) { k.relu_mask_backward(gyp, gxp, mp, b0, b1, n); });
   });
 }
 

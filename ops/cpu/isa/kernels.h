@@ -23,6 +23,10 @@ struct TypedKernels {
   // col2im, its adjoint (x overwritten).
   void (*im2col)(T* cols, int64_t ld, const T* x, int64_t images, const Conv2dGeometry& g);
   void (*col2im)(T* x, const T* cols, int64_t ld, int64_t images, const Conv2dGeometry& g);
+  // relu of x into y with its derivative's bits, over mask bytes [b0, b1) of n elements (bit i%8
+  // of mask[i/8] = y[i] > 0), and its backward gx = gy where the bit is set.
+  void (*relu_mask)(const T* x, T* y, uint8_t* mask, int64_t b0, int64_t b1, int64_t n);
+  void (*relu_mask_backward)(const T* gy, T* gx, const uint8_t* mask, int64_t b0, int64_t b1, int64_t n);
 };
 
 struct IsaKernels {
@@ -37,10 +41,6 @@ struct IsaKernels {
   // Writes (snprintf-style, at most cap bytes) how the direct kernels block a conv with Og outputs
   // and Cg inputs per group, for the forward, data-gradient and weight-gradient passes.
   void (*describe_direct)(char* out, size_t cap, int64_t Og, int64_t Cg, const Conv2dGeometry& g, bool f64);
-  // relu of float32 x into y with its derivative's bits, over mask bytes [b0, b1) of n elements
-  // (bit i%8 of mask[i/8] = y[i] > 0), and its backward gx = gy where the bit is set.
-  void (*relu_mask_f32)(const float* x, float* y, uint8_t* mask, int64_t b0, int64_t b1, int64_t n);
-  void (*relu_mask_backward_f32)(const float* gy, float* gx, const uint8_t* mask, int64_t b0, int64_t b1, int64_t n);
 };
 
 const IsaKernels& isa_kernels_generic();
@@ -49,6 +49,13 @@ const IsaKernels& isa_kernels_avx512();  // only in builds with MINIGRAD_ISA_AVX
 // The set for `isa` (which must be compiled in), and the set cpu_isa() runs now.
 const IsaKernels& isa_kernels(CpuIsa isa);
 inline const IsaKernels& isa_kernels() { return isa_kernels(cpu_isa()); }
+// The running level's kernels for dtype T (float or double). Look them up before a parallel
+// region: the first lookup reads MINIGRAD_CPU_ISA and may throw.
+template <class T>
+const TypedKernels<T>& typed_kernels() {
+  if constexpr (sizeof(T) == 8) return isa_kernels().f64;
+  else return isa_kernels().f32;
+}
 
 // Scratch memory for the per-ISA kernels, allocated by baseline code (64-byte aligned; throws
 // minigrad::Error when it cannot). Kernels allocate before their parallel regions.
