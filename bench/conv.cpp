@@ -8,34 +8,16 @@
 #include <minigrad/minigrad.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "layers.h"
+#include "timing.h"
 
 using namespace minigrad;
-using clk = std::chrono::steady_clock;
 
-namespace {
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-template <class F>
-double bench(F&& f, int reps) {
-  for (int i = 0; i < 2; ++i) f();
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    auto t0 = clk::now();
-    f();
-    t.push_back(std::chrono::duration<double>(clk::now() - t0).count());
-  }
-  return median(t);
-}
-}  // namespace
 
 int main(int argc, char** argv) {
   bool raw = false;
@@ -84,7 +66,7 @@ int main(int argc, char** argv) {
     };
     const double flop = 3.0 * 2.0 * double(l.N) * double(l.Cout) * double(L) * double(K);
     const int reps = std::clamp(int(2e9 / flop), 5, 30);
-    const double t = bench(step, reps);
+    const double t = median_seconds(step, reps);
     // The same three GEMMs per group, one image at a time, straight through OpenBLAS.
     std::vector<float> A(size_t(Og * K), 1.f), B(size_t(K * L), 1.f), Cm(size_t(Og * L)), D(size_t(K * L));
     auto gemms = [&] {
@@ -98,7 +80,7 @@ int main(int argc, char** argv) {
                       Cm.data(), int(L), 0.f, D.data(), int(L));
         }
     };
-    const double tg = bench(gemms, std::max(3, reps / 3));
+    const double tg = median_seconds(gemms, std::max(3, reps / 3));
     std::string algo = explain_conv(x, w, o);
     algo = algo.substr(algo.find(": ") + 2);
     const std::string algo_short = algo.substr(0, algo.find(':'));

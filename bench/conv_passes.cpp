@@ -5,29 +5,14 @@
 #include <minigrad/minigrad.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
 #include "ops/cpu/isa/kernels.h"
+#include "timing.h"
 
 using namespace minigrad;
-
-namespace {
-template <class F>
-double median_seconds(F&& f, int reps) {
-  f();
-  std::vector<double> v;
-  for (int i = 0; i < reps; ++i) {
-    auto t0 = std::chrono::steady_clock::now();
-    f();
-    v.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-}  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 6) {
@@ -48,9 +33,9 @@ int main(int argc, char** argv) {
       dw(size_t(Co * C * k * k)), dx(size_t(N * C * H * H));
   const auto& K = cpu::isa_kernels().f32;
   const double gflop = 2.0 * double(N * Co * C * k * k * Ho * Ho) * 1e-9;
-  const double tf = median_seconds([&] { K.conv_forward(y.data(), x.data(), w.data(), N, 1, Co, g); }, 7);
-  const double td = median_seconds([&] { K.conv_data(dx.data(), y.data(), w.data(), N, 1, Co, g); }, 7);
-  const double tw = median_seconds([&] { K.conv_weight(dw.data(), y.data(), x.data(), N, 1, Co, g); }, 7);
+  const double tf = median_seconds([&] { K.conv_forward(y.data(), x.data(), w.data(), N, 1, Co, g); }, 7, 1);
+  const double td = median_seconds([&] { K.conv_data(dx.data(), y.data(), w.data(), N, 1, Co, g); }, 7, 1);
+  const double tw = median_seconds([&] { K.conv_weight(dw.data(), y.data(), x.data(), N, 1, Co, g); }, 7, 1);
   std::printf("%s, level %s, %d threads, %lld->%lld %lldx%lld k%lld: forward %.2f ms %.0f GFLOP/s, data %.2f ms %.0f, "
               "weight %.2f ms %.0f\n",
               cpu_model_name().c_str(), cpu_isa_name(cpu_isa()), get_num_threads(), (long long)C, (long long)Co,

@@ -43,6 +43,8 @@ CpuIsa build_best(CpuIsa hw) {
   return CpuIsa(b);
 }
 
+constexpr CpuIsa kLevels[] = {CpuIsa::Generic, CpuIsa::Avx2, CpuIsa::Avx512};  // lowest first
+
 std::atomic<int> g_pretend{-1};  // tests: a lower "hardware" best
 std::atomic<int> g_current{-1};  // the running level, -1 before first use
 
@@ -64,7 +66,7 @@ const char* cpu_isa_name(CpuIsa isa) {
 }
 
 CpuIsa parse_cpu_isa(const std::string& name) {
-  for (CpuIsa isa : {CpuIsa::Generic, CpuIsa::Avx2, CpuIsa::Avx512})
+  for (CpuIsa isa : kLevels)
     if (name == cpu_isa_name(isa)) return isa;
   MG_FAIL("MINIGRAD_CPU_ISA: unknown CPU level \"", name, "\"; expected generic, avx2 or avx512");
 }
@@ -79,7 +81,7 @@ bool cpu_isa_supported(CpuIsa isa) { return int(isa) <= int(cpu_isa_best()) && c
 
 std::vector<CpuIsa> cpu_isa_levels() {
   std::vector<CpuIsa> v;
-  for (CpuIsa isa : {CpuIsa::Generic, CpuIsa::Avx2, CpuIsa::Avx512})
+  for (CpuIsa isa : kLevels)
     if (cpu_isa_supported(isa)) v.push_back(isa);
   return v;
 }

@@ -4,11 +4,11 @@
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <vector>
 
 #include "../layers.h"
+#include "../timing.h"
 
 int main(int argc, char** argv) {
   const bool onednn = argc > 1 && std::string(argv[1]) == "on";
@@ -29,15 +29,7 @@ int main(int argc, char** argv) {
     const int64_t Ho = (l.H + 2 * l.pad - l.k) / l.stride + 1;
     const double flop = 6.0 * l.N * l.Cout * Ho * Ho * (l.C / l.groups) * l.k * l.k;
     const int reps = std::clamp(int(2e9 / flop), 5, 30);
-    for (int i = 0; i < 2; ++i) step();
-    std::vector<double> t;
-    for (int i = 0; i < reps; ++i) {
-      auto t0 = std::chrono::steady_clock::now();
-      step();
-      t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    std::sort(t.begin(), t.end());
-    std::printf("%s %.3f\n", l.key, t[t.size() / 2] * 1e3);
+    std::printf("%s %.3f\n", l.key, median_seconds(step, reps) * 1e3);
   }
   return 0;
 }
