@@ -8,6 +8,7 @@
 #include "core/generator.h"
 #include "core/gradcheck.h"
 #include "core/tensor.h"
+#include "core/parallel.h"
 #include "core/threading.h"
 #include "core/cpu_isa.h"
 #include "io/checkpoint.h"

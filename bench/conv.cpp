@@ -4,7 +4,6 @@
 //   --raw: "key ms gflops sgemm_gflops peak_gflops isa algo" lines for bench/run.sh
 //   --algo forces set_conv_algorithm; MINIGRAD_CPU_ISA picks the ISA level
 //   --levels: print the ISA levels this CPU supports and exit; --peak: print the FMA peak and exit
-#include <cblas.h>
 #include <minigrad/minigrad.h>
 
 #include <algorithm>
@@ -13,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "blas_threads.h"
 #include "layers.h"
 #include "timing.h"
 
@@ -70,6 +70,7 @@ int main(int argc, char** argv) {
     // The same three GEMMs per group, one image at a time, straight through OpenBLAS.
     std::vector<float> A(size_t(Og * K), 1.f), B(size_t(K * L), 1.f), Cm(size_t(Og * L)), D(size_t(K * L));
     auto gemms = [&] {
+      blas_threads(threads);
       for (int64_t n = 0; n < l.N; ++n)
         for (int64_t g = 0; g < l.groups; ++g) {
           cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(Og), int(L), int(K), 1.f, A.data(), int(K),
@@ -81,6 +82,7 @@ int main(int argc, char** argv) {
         }
     };
     const double tg = median_seconds(gemms, std::max(3, reps / 3));
+    blas_settle();
     std::string algo = explain_conv(x, w, o);
     algo = algo.substr(algo.find(": ") + 2);
     const std::string algo_short = algo.substr(0, algo.find(':'));

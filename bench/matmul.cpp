@@ -1,8 +1,9 @@
 // matmul through minigrad against a direct cblas_sgemm of the same size, side by side in one run.
 // minigrad's figure includes everything a user pays: checks, output allocation, dispatch.
 // Usage: bench_matmul [threads]   (default: all cores);  bench_matmul --core: the OpenBLAS kernel set
-#include <cblas.h>
 #include <minigrad/minigrad.h>
+
+#include "blas_threads.h"
 
 #include <algorithm>
 #include <chrono>
@@ -51,14 +52,18 @@ int main(int argc, char** argv) {
     Tensor keep;
     auto ours = [&] { keep = matmul(transposed ? a.t() : a, b); };
     const int reps = n <= 256 ? 400 : n <= 512 ? 100 : 30;
-    for (int i = 0; i < 5; ++i) {  // warm up both (threads, caches, allocator)
-      direct();
-      ours();
-    }
+    const int T = get_num_threads();
     std::vector<double> td, to;
-    for (int i = 0; i < reps; ++i) {  // interleaved, so drift hits both alike
-      td.push_back(time_once(direct));
-      to.push_back(time_once(ours));
+    // In alternating blocks, so drift hits both alike; not call by call, as OpenBLAS's OpenMP
+    // threads spin on after its calls and would take a core from minigrad's (see blas_settle).
+    for (int block = 0; block < 4; ++block) {
+      blas_threads(T);  // OpenBLAS on T threads of its own
+      for (int i = 0; i < 3; ++i) direct();  // warm up (threads, caches)
+      for (int i = 0; i < reps / 4; ++i) td.push_back(time_once(direct));
+      blas_settle();
+      blas_threads(1);  // as minigrad leaves it (set outside the timing: a program never switches)
+      for (int i = 0; i < 3; ++i) ours();
+      for (int i = 0; i < reps / 4; ++i) to.push_back(time_once(ours));
     }
     double md = median(td), mo = median(to), flop = 2.0 * double(n) * double(n) * double(n);
     std::printf("| %lld%s | %.3f | %.3f | %.1f | %.1f | %.3f |\n", (long long)n, transposed ? " (Aᵀ·B)" : "", md * 1e3, mo * 1e3,

@@ -1,11 +1,14 @@
-// minigrad: how many threads minigrad's loops and OpenBLAS use.
+// minigrad: how many threads minigrad's loops use.
 #pragma once
 
 #include <string>
 
 namespace minigrad {
 
-// Sets the threads used by minigrad's parallel loops and by OpenBLAS (default: all cores).
+// The threads minigrad's parallel loops use (core/parallel.h), the calling thread included. The
+// default is OMP_NUM_THREADS where set, else the CPUs this process may run on (its affinity mask).
+// GEMMs are split into single-threaded OpenBLAS calls on the same threads: OpenBLAS runs no
+// threads of its own. A loop running on another thread meanwhile is waited for.
 void set_num_threads(int n);
 int get_num_threads();
 

@@ -1,7 +1,6 @@
 // Dataset readers (IDX with zlib, CIFAR-10 binary), images through stb, transforms, DataLoader.
 #include "dataset.h"
 
-#include <omp.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -12,6 +11,7 @@
 #include <fstream>
 
 #include "../core/autograd.h"
+#include "../core/parallel.h"
 #include "../ops/ops.h"
 
 namespace minigrad::io {
@@ -302,7 +302,7 @@ Batch DataLoader::make_batch(int64_t b) {
 }
 
 void DataLoader::worker() {
-  omp_set_num_threads(1);  // leave the cores to the training thread
+  detail::set_loops_inline(true);  // leave the threads to the training loop
   NoGradGuard ng;
   const int64_t total = batches_per_epoch();
   for (int64_t b = 0; b < total; ++b) {

@@ -10,6 +10,7 @@
 // Write the formula with minigrad::cf functions (cf::abs, cf::exp, ...) so it works on both.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <concepts>
 #include <functional>
@@ -24,7 +25,7 @@
 #include "../core/autograd.h"
 #include "../core/function.h"
 #include "../core/host_device.h"  // MG_HOST_DEVICE: the functors run on the GPU too
-#include "../core/threading.h"
+#include "../core/parallel.h"
 #include "conv.h"
 #include "ops.h"
 
@@ -233,33 +234,35 @@ void extreme_over_k(const C& comb, bool is_max, const T* cg, const T* wr, int64_
 template <class T, class C, class R>
 void forward_image(const C& comb, [[maybe_unused]] const R& red, const T* cols, const T* w, T* out, const Plan& p) {
   const int64_t K = p.K, L = p.L;
-#pragma omp parallel for schedule(static) if (p.Cout * K * L >= kParallelGrain)
-  for (int64_t o = 0; o < p.Cout; ++o) {
-    const T* cg = cols + (o / p.Og) * K * L;
-    const T* wr = w + o * K;
-    T* acc = out + o * L;
-    if constexpr (std::is_same_v<R, reduce::Max> || std::is_same_v<R, reduce::Min>) {
-      extreme_over_k<false>(comb, std::is_same_v<R, reduce::Max>, cg, wr, K, L, acc, nullptr);
-    } else {
-      const T id = std::is_same_v<R, reduce::Sum> ? T(0) : identity_of<T, R>();
-      for (int64_t q = 0; q < L; ++q) acc[q] = id;
-      for (int64_t k = 0; k < K; ++k) {
-        const T wk = wr[k];
-        const T* cr = cg + k * L;
-        if constexpr (std::is_same_v<R, reduce::Sum>) {
-          for (int64_t q = 0; q < L; ++q) acc[q] += comb(cr[q], wk);
-        } else {
-          for (int64_t q = 0; q < L; ++q) acc[q] = red(acc[q], comb(cr[q], wk));
+  parallel_for(0, p.Cout, grain_for(K * L), [&](int64_t o0_, int64_t o1_) {
+    for (int64_t o = o0_; o < o1_; ++o) {
+      const T* cg = cols + (o / p.Og) * K * L;
+      const T* wr = w + o * K;
+      T* acc = out + o * L;
+      if constexpr (std::is_same_v<R, reduce::Max> || std::is_same_v<R, reduce::Min>) {
+        extreme_over_k<false>(comb, std::is_same_v<R, reduce::Max>, cg, wr, K, L, acc, nullptr);
+      } else {
+        const T id = std::is_same_v<R, reduce::Sum> ? T(0) : identity_of<T, R>();
+        for (int64_t q = 0; q < L; ++q) acc[q] = id;
+        for (int64_t k = 0; k < K; ++k) {
+          const T wk = wr[k];
+          const T* cr = cg + k * L;
+          if constexpr (std::is_same_v<R, reduce::Sum>) {
+            for (int64_t q = 0; q < L; ++q) acc[q] += comb(cr[q], wk);
+          } else {
+            for (int64_t q = 0; q < L; ++q) acc[q] = red(acc[q], comb(cr[q], wk));
+          }
         }
       }
     }
-  }
+  });
 }
 
 // Backward of a user reduction for one image. The gradient of r = v_0 (+) ... (+) v_{K-1} with
 // respect to v_k is d/dt [ (prefix_{k-1} (+) t) (+) suffix_{k+1} ] at t = v_k, which needs only
-// associativity: prefixes are stored for a chunk of positions, suffixes run backwards. Threads
-// own chunks of positions, so dcols needs no atomics; each keeps its own dw and adds it at the end.
+// associativity: prefixes are stored for a chunk of positions, suffixes run backwards. Blocks of
+// chunks of positions run in parallel, so dcols needs no atomics; each block keeps its own dw sums,
+// added up in block order at the end.
 template <class T, class C, class R>
 void generic_backward_image(const C& comb, const R& red, const T* cols, const T* w, const T* gy, T* dw, T* dcols,
                             const Plan& p) {
@@ -269,12 +272,13 @@ void generic_backward_image(const C& comb, const R& red, const T* cols, const T*
   const T id = identity_of<T, R>();
   if (dcols)
     for (int64_t i = 0; i < rows * L; ++i) dcols[i] = T(0);
-#pragma omp parallel if (p.Cout * K * L >= kParallelGrain)
-  {
-    std::vector<T> dw_local(dw ? size_t(p.Cout * K) : 0, T(0));
+  const bool par = p.Cout * K * L >= kParallelGrain;
+  const int64_t blocks = par ? std::min<int64_t>(chunks, 2 * int64_t(get_num_threads())) : 1;
+  std::vector<T> dw_blocks(dw ? size_t(blocks * p.Cout * K) : 0, T(0));
+  parallel_chunks(blocks, [&](int64_t blk, int) {
+    T* dw_local = dw ? dw_blocks.data() + blk * p.Cout * K : nullptr;
     std::vector<T> prefix(size_t(K * kChunk)), acc(kChunk), suffix(kChunk);
-#pragma omp for schedule(static)
-    for (int64_t c = 0; c < chunks; ++c) {
+    for (int64_t c = chunks * blk / blocks; c < chunks * (blk + 1) / blocks; ++c) {
       const int64_t q0 = c * kChunk, n = std::min(kChunk, L - q0);
       for (int64_t o = 0; o < p.Cout; ++o) {
         const int64_t grp = o / p.Og;
@@ -302,15 +306,15 @@ void generic_backward_image(const C& comb, const R& red, const T* cols, const T*
             sdw += gq * ddw;
             suffix[q] = red(v, suffix[q]);
           }
-          if (dw) dw_local[size_t(o * K + k)] += sdw;
+          if (dw) dw_local[o * K + k] += sdw;
         }
       }
     }
-    if (dw) {
-#pragma omp critical(minigrad_open_conv_dw)
-      for (int64_t i = 0; i < p.Cout * K; ++i) dw[i] += dw_local[size_t(i)];
-    }
-  }
+  });
+  // the blocks' sums in block order: the result does not depend on which thread ran which block
+  if (dw)
+    for (int64_t b = 0; b < blocks; ++b)
+      for (int64_t i = 0; i < p.Cout * K; ++i) dw[i] += dw_blocks[size_t(b * p.Cout * K + i)];
 }
 
 // Backward for one image. gy (Cout, L); dw (Cout, K) accumulated; dcols (G*K, L) written when
@@ -319,77 +323,80 @@ template <class T, class C, class R>
 void backward_image(const C& comb, [[maybe_unused]] const R& red, const T* cols, const T* w, const T* gy, T* dw, T* dcols,
                     int32_t* win, const Plan& p) {
   const int64_t K = p.K, L = p.L, rows = p.G * K;
-  [[maybe_unused]] const bool par = p.Cout * K * L >= kParallelGrain;  // read by the omp pragmas
   if constexpr (!builtin_reduce<R>) {
     generic_backward_image<T>(comb, red, cols, w, gy, dw, dcols, p);
   } else if constexpr (std::is_same_v<R, reduce::Sum>) {
     if (dw) {
-#pragma omp parallel for schedule(static) if (par)
-      for (int64_t o = 0; o < p.Cout; ++o) {
-        const T* cg = cols + (o / p.Og) * K * L;
-        for (int64_t k = 0; k < K; ++k) {
-          const T wk = w[o * K + k];
-          const T* cr = cg + k * L;
-          const T* g = gy + o * L;
-          T s = 0;
+      parallel_for(0, p.Cout, grain_for(K * L), [&](int64_t o0_, int64_t o1_) {
+        for (int64_t o = o0_; o < o1_; ++o) {
+          const T* cg = cols + (o / p.Og) * K * L;
+          for (int64_t k = 0; k < K; ++k) {
+            const T wk = w[o * K + k];
+            const T* cr = cg + k * L;
+            const T* g = gy + o * L;
+            T s = 0;
 #pragma omp simd reduction(+ : s)  // lets the sum be vectorised (reassociated) in this loop only
-          for (int64_t q = 0; q < L; ++q) {
-            T ddx, ddw;
-            derivatives(comb, cr[q], wk, ddx, ddw);
-            s += g[q] * ddw;
+            for (int64_t q = 0; q < L; ++q) {
+              T ddx, ddw;
+              derivatives(comb, cr[q], wk, ddx, ddw);
+              s += g[q] * ddw;
+            }
+            dw[o * K + k] += s;
           }
-          dw[o * K + k] += s;
         }
-      }
+      });
     }
     if (dcols) {
-#pragma omp parallel for schedule(static) if (par)
-      for (int64_t r = 0; r < rows; ++r) {  // each column row collects from its group's outputs
-        const int64_t grp = r / K, k = r % K;
-        const T* cr = cols + r * L;
-        T* d = dcols + r * L;
-        for (int64_t q = 0; q < L; ++q) d[q] = T(0);
-        for (int64_t o = grp * p.Og; o < (grp + 1) * p.Og; ++o) {
-          const T wk = w[o * K + k];
-          const T* g = gy + o * L;
+      parallel_for(0, rows, grain_for(p.Og * L), [&](int64_t r0_, int64_t r1_) {
+        for (int64_t r = r0_; r < r1_; ++r) {  // each column row collects from its group's outputs
+          const int64_t grp = r / K, k = r % K;
+          const T* cr = cols + r * L;
+          T* d = dcols + r * L;
+          for (int64_t q = 0; q < L; ++q) d[q] = T(0);
+          for (int64_t o = grp * p.Og; o < (grp + 1) * p.Og; ++o) {
+            const T wk = w[o * K + k];
+            const T* g = gy + o * L;
 #pragma omp simd
-          for (int64_t q = 0; q < L; ++q) {
-            T ddx, ddw;
-            derivatives(comb, cr[q], wk, ddx, ddw);
-            d[q] += g[q] * ddx;
+            for (int64_t q = 0; q < L; ++q) {
+              T ddx, ddw;
+              derivatives(comb, cr[q], wk, ddx, ddw);
+              d[q] += g[q] * ddx;
+            }
           }
         }
-      }
+      });
     }
   } else {
     // Max / Min: recompute which k won each (o, q), exactly as the forward did, then route the
     // gradient there.
-#pragma omp parallel for schedule(static) if (par)
-    for (int64_t o = 0; o < p.Cout; ++o) {
-      const T* cg = cols + (o / p.Og) * K * L;
-      int32_t* wi = win + o * L;
-      std::vector<T> best(static_cast<size_t>(L));
-      extreme_over_k<true>(comb, std::is_same_v<R, reduce::Max>, cg, w + o * K, K, L, best.data(), wi);
-      if (dw) {
-        const T* g = gy + o * L;
-        for (int64_t q = 0; q < L; ++q) {
-          const int64_t k = wi[q];
-          T ddx, ddw;
-          derivatives(comb, cg[k * L + q], w[o * K + k], ddx, ddw);
-          dw[o * K + k] += g[q] * ddw;
+    parallel_for(0, p.Cout, grain_for(K * L), [&](int64_t o0_, int64_t o1_) {
+      for (int64_t o = o0_; o < o1_; ++o) {
+        const T* cg = cols + (o / p.Og) * K * L;
+        int32_t* wi = win + o * L;
+        std::vector<T> best(static_cast<size_t>(L));
+        extreme_over_k<true>(comb, std::is_same_v<R, reduce::Max>, cg, w + o * K, K, L, best.data(), wi);
+        if (dw) {
+          const T* g = gy + o * L;
+          for (int64_t q = 0; q < L; ++q) {
+            const int64_t k = wi[q];
+            T ddx, ddw;
+            derivatives(comb, cg[k * L + q], w[o * K + k], ddx, ddw);
+            dw[o * K + k] += g[q] * ddw;
+          }
         }
       }
-    }
+    });
     if (dcols) {
       for (int64_t i = 0; i < rows * L; ++i) dcols[i] = T(0);
-#pragma omp parallel for schedule(static) if (par)
-      for (int64_t q = 0; q < L; ++q)  // positions are independent
-        for (int64_t o = 0; o < p.Cout; ++o) {
-          const int64_t k = win[o * L + q], r = (o / p.Og) * K + k;
-          T ddx, ddw;
-          derivatives(comb, cols[r * L + q], w[o * K + k], ddx, ddw);
-          dcols[r * L + q] += gy[o * L + q] * ddx;
-        }
+      parallel_for(0, L, grain_for(p.Cout), [&](int64_t q0, int64_t q1) {
+        for (int64_t q = q0; q < q1; ++q)  // positions are independent
+          for (int64_t o = 0; o < p.Cout; ++o) {
+            const int64_t k = win[o * L + q], r = (o / p.Og) * K + k;
+            T ddx, ddw;
+            derivatives(comb, cols[r * L + q], w[o * K + k], ddx, ddw);
+            dcols[r * L + q] += gy[o * L + q] * ddx;
+          }
+      });
     }
   }
 }
@@ -506,10 +513,12 @@ TileTerm classify_tile(const C& comb, const T* src, int64_t n) {
   const int64_t head = std::min<int64_t>(n, 64);
   for (int64_t j = 0; j < head; ++j)  // most general terms show themselves at once
     if (!fits(src[j])) return {};
-  bool ok = true;
-#pragma omp parallel for reduction(&& : ok) if (n >= kParallelGrain)
-  for (int64_t j = head; j < n; ++j) ok = ok && fits(src[j]);
-  if (!ok) return {};
+  std::atomic<bool> ok{true};
+  parallel_for(head, n, kParallelGrain / 2, [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1 && ok.load(std::memory_order_relaxed); ++j)
+      if (!fits(src[j])) ok.store(false, std::memory_order_relaxed);
+  });
+  if (!ok.load()) return {};
   return {a == T(0) ? TileTerm::Constant : TileTerm::Linear, double(a), double(b)};
 }
 
@@ -532,8 +541,8 @@ void separable_forward_tile(const C& comb, const std::vector<SeparableTerm>& ter
         const T* r = t.G.data_ptr<T>() + g * p.Og * p.K;
         const T* sg = src.data_ptr<T>() + g * p.K * L;
         T* o = out.data_ptr<T>() + g * p.Og * L;
-#pragma omp parallel for schedule(static) if (p.K * L >= kParallelGrain)
-        for (int64_t q0 = 0; q0 < L; q0 += 256) {
+        parallel_for(0, (L + 255) / 256, grain_for(p.K * 256), [&](int64_t b0, int64_t b1) {
+        for (int64_t q0 = b0 * 256; q0 < std::min(L, b1 * 256); q0 += 256) {
           const int64_t q1 = std::min(L, q0 + 256);
           T acc[256] = {};
           for (int64_t k = 0; k < p.K; ++k) {
@@ -547,6 +556,7 @@ void separable_forward_tile(const C& comb, const std::vector<SeparableTerm>& ter
           for (int64_t j = 0; j < p.Og; ++j)
             for (int64_t q = q0; q < q1; ++q) o[j * L + q] += acc[q - q0];
         }
+        });
       }
       return;
     }
@@ -556,8 +566,9 @@ void separable_forward_tile(const C& comb, const std::vector<SeparableTerm>& ter
       const T* s0 = src.data_ptr<T>();
       T* f = F.data_ptr<T>();
       const T b = T(tt.b);
-#pragma omp parallel for if (n >= kParallelGrain)
-      for (int64_t j = 0; j < n; ++j) f[j] = T(comb.f(i, s0[j])) - b;
+      parallel_for(0, n, 1, [&](int64_t j0_, int64_t j1_) {
+        for (int64_t j = j0_; j < j1_; ++j) f[j] = T(comb.f(i, s0[j])) - b;
+      });
       M = F;
       alpha = 1.0;
     }
@@ -592,12 +603,13 @@ void separable_backward_tile(const C& comb, const std::vector<SeparableTerm>& te
       const T* s0 = src.data_ptr<T>();
       T *f = F.data_ptr<T>(), *d = dF.data_ptr<T>();
       const T b = T(tt.b);
-#pragma omp parallel for if (n >= kParallelGrain)
-      for (int64_t j = 0; j < n; ++j) {
-        const Dual2<T> r = comb.f(i, Dual2<T>{s0[j], T(1), T(0)});
-        f[j] = r.v - b;
-        d[j] = r.dx;
-      }
+      parallel_for(0, n, 1, [&](int64_t j0_, int64_t j1_) {
+        for (int64_t j = j0_; j < j1_; ++j) {
+          const Dual2<T> r = comb.f(i, Dual2<T>{s0[j], T(1), T(0)});
+          f[j] = r.v - b;
+          d[j] = r.dx;
+        }
+      });
       M = F;
       alpha = 1.0;
     }
@@ -617,8 +629,9 @@ void separable_backward_tile(const C& comb, const std::vector<SeparableTerm>& te
         Tensor up = mm(t.G.narrow(0, g * p.Og, p.Og).t(), gyg);  // (K, L)
         const T *u = up.data_ptr<T>(), *d = dF.data_ptr<T>() + g * p.K * L;
         const int64_t m = p.K * L;
-#pragma omp parallel for if (m >= kParallelGrain)
-        for (int64_t j = 0; j < m; ++j) o[j] += d[j] * u[j];
+        parallel_for(0, m, 1, [&](int64_t j0_, int64_t j1_) {
+          for (int64_t j = j0_; j < j1_; ++j) o[j] += d[j] * u[j];
+        });
         continue;
       }
       // dsrc[k, q] += f'(src[k, q]) r[k] s[q], s = the group's sum over outputs of gy
@@ -627,16 +640,17 @@ void separable_backward_tile(const C& comb, const std::vector<SeparableTerm>& te
       const T* r = t.G.data_ptr<T>() + g * p.Og * p.K;
       const T* s0 = src.data_ptr<T>() + g * p.K * L;
       const T a = T(tt.a);
-#pragma omp parallel for schedule(static) if (p.K * L >= kParallelGrain)
-      for (int64_t k = 0; k < p.K; ++k) {
-        const T rk = r[k];
-        const T* sr = s0 + k * L;
-        T* ok = o + k * L;
-        if (general)
-          for (int64_t q = 0; q < L; ++q) ok[q] += comb.f(i, Dual2<T>{sr[q], T(1), T(0)}).dx * rk * sq[q];
-        else
-          for (int64_t q = 0; q < L; ++q) ok[q] += a * rk * sq[q];
-      }
+      parallel_for(0, p.K, grain_for(L), [&](int64_t k0_, int64_t k1_) {
+        for (int64_t k = k0_; k < k1_; ++k) {
+          const T rk = r[k];
+          const T* sr = s0 + k * L;
+          T* ok = o + k * L;
+          if (general)
+            for (int64_t q = 0; q < L; ++q) ok[q] += comb.f(i, Dual2<T>{sr[q], T(1), T(0)}).dx * rk * sq[q];
+          else
+            for (int64_t q = 0; q < L; ++q) ok[q] += a * rk * sq[q];
+        }
+      });
     }
   });
 }

@@ -114,8 +114,9 @@ namespace {
 template <class F>
 void over_mask_bytes(int64_t n, F&& f) {
   const int64_t bytes = (n + 7) / 8, chunk = 4096, chunks = (bytes + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static) if (n >= 2 * kParallelGrain)
-  for (int64_t c = 0; c < chunks; ++c) f(c * chunk, std::min(bytes, (c + 1) * chunk));
+  parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) f(c * chunk, std::min(bytes, (c + 1) * chunk));
+  });
 }
 
 }  // namespace

@@ -1,9 +1,13 @@
 // CPU GEMM through OpenBLAS. Row- or column-major views (e.g. transposes) go to cblas as
 // transpose flags with their leading dimension, without copies.
 #include <cblas.h>
+#include <omp.h>
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
+#include "../../core/parallel.h"
 #include "../gemm_layout.h"
 #include "cpu_backend.h"
 #include "loops.h"
@@ -20,9 +24,20 @@ namespace minigrad::cpu {
 namespace {
 
 
+// OpenBLAS runs single-threaded, each GEMM split into pieces on minigrad's threads: one pool for
+// every loop (no second set of threads spinning for the cores after each GEMM), and a piece no
+// thread has started yet is taken by another instead of being waited for.
+// OpenBLAS's OpenMP build takes its thread count from the calling thread's OpenMP setting (and
+// resets its own to it), so that is set on whichever thread is about to call it.
+void blas_single_threaded() {
+  if (omp_get_max_threads() != 1) omp_set_num_threads(1);
+  if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+}
+
 template <class T>
 void gemm_one(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
               const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  blas_single_threaded();
   auto TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
   if constexpr (std::is_same_v<T, float>)
     cblas_sgemm(CblasRowMajor, TA, TB, int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta,
@@ -30,6 +45,66 @@ void gemm_one(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const 
   else
     cblas_dgemm(CblasRowMajor, TA, TB, int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta,
                 c, int(ldc));
+}
+
+// C[q] = alpha A[q] B[q] + beta C[q] for q < batch (strides sa, sb, sc between them), in pieces on
+// minigrad's threads: whole matrices where there are enough of them, else each cut along m, n or
+// k into about two pieces per thread (at least 32 wide), whichever adds the least work: each piece
+// of n packs all of A again (m*k), each piece of m all of B (k*n), and each piece of k past the first
+// writes partial sums (m*n) that are added in piece order at the end, so the result does not
+// depend on which thread ran what (a conv's weight gradient, k = its positions, cuts k). GEMMs of
+// under 2^18 multiply-adds in all run in one call, as OpenBLAS would.
+template <class T>
+void gemm_batched(bool ta, bool tb, int64_t batch, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+                  int64_t lda, int64_t sa, const T* b, int64_t ldb, int64_t sb, T beta, T* c, int64_t ldc,
+                  int64_t sc) {
+  const int nt = get_num_threads();
+  const bool par = nt > 1 && !in_parallel_region() && double(batch) * double(m) * double(n) * double(k) >= 262144.0;
+  if (!par) {
+    for (int64_t q = 0; q < batch; ++q)
+      gemm_one<T>(ta, tb, m, n, k, alpha, a + q * sa, lda, b + q * sb, ldb, beta, c + q * sc, ldc);
+    return;
+  }
+  enum Cut { CutM, CutN, CutK };
+  const double repack_n = double(m) * double(k), repack_m = double(k) * double(n), partial_k = 2.0 * double(m) * double(n);
+  const Cut cut = repack_n <= repack_m && repack_n <= partial_k ? CutN : repack_m <= partial_k ? CutM : CutK;
+  const int64_t dim = cut == CutN ? n : cut == CutM ? m : k;
+  int64_t pieces = batch >= 2 * nt ? 1 : (2 * nt + batch - 1) / batch;
+  pieces = std::max<int64_t>(1, std::min(pieces, dim / 32));
+  const int64_t width = (dim + pieces - 1) / pieces;
+  pieces = (dim + width - 1) / width;
+  std::vector<T> partial(cut == CutK ? size_t(batch * (pieces - 1) * m * n) : 0);
+  parallel_chunks(batch * pieces, [&](int64_t ch, int) {
+    const int64_t q = ch / pieces, pc = ch % pieces, p0 = pc * width, len = std::min(width, dim - p0);
+    const T* aq = a + q * sa;
+    const T* bq = b + q * sb;
+    T* cq = c + q * sc;
+    switch (cut) {
+      case CutN:
+        gemm_one<T>(ta, tb, m, len, k, alpha, aq, lda, bq + (tb ? p0 * ldb : p0), ldb, beta, cq + p0, ldc);
+        break;
+      case CutM:
+        gemm_one<T>(ta, tb, len, n, k, alpha, aq + (ta ? p0 : p0 * lda), lda, bq, ldb, beta, cq + p0 * ldc, ldc);
+        break;
+      case CutK: {
+        const T* ak = aq + (ta ? p0 * lda : p0);
+        const T* bk = bq + (tb ? p0 : p0 * ldb);
+        if (pc == 0) gemm_one<T>(ta, tb, m, n, len, alpha, ak, lda, bk, ldb, beta, cq, ldc);
+        else
+          gemm_one<T>(ta, tb, m, n, len, alpha, ak, lda, bk, ldb, T(0),
+                      partial.data() + (q * (pieces - 1) + pc - 1) * m * n, n);
+        break;
+      }
+    }
+  });
+  if (cut == CutK)
+    for (int64_t q = 0; q < batch; ++q)
+      for (int64_t pc = 1; pc < pieces; ++pc) {
+        const T* src = partial.data() + (q * (pieces - 1) + pc - 1) * m * n;
+        T* cq = c + q * sc;
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = 0; j < n; ++j) cq[i * ldc + j] += src[i * n + j];
+      }
 }
 
 }  // namespace
@@ -65,9 +140,8 @@ void CpuBackend::gemm(const Tensor& out, const Tensor& a0, const Tensor& b0, dou
     const T* ap = a.data_ptr<T>();
     const T* bp = b.data_ptr<T>();
     T* cp = out.data_ptr<T>();
-    for (int64_t q = 0; q < B; ++q)
-      gemm_one<T>(la.trans, lb.trans, M, N, K, T(alpha), ap + q * a.stride(0), la.ld,
-                  bp + q * b.stride(0), lb.ld, T(beta), cp + q * M * N, N);
+    gemm_batched<T>(la.trans, lb.trans, B, M, N, K, T(alpha), ap, la.ld, a.stride(0), bp, lb.ld, b.stride(0),
+                    T(beta), cp, N, M * N);
   });
 }
 

@@ -1,7 +1,6 @@
 // minigrad CPU backend: strided loops over N operands of one shape, with dimension coalescing
-// and an OpenMP split of the flattened index range.
+// and a split of the flattened index range over minigrad's threads.
 #pragma once
-#include <omp.h>
 
 #include <algorithm>
 #include <array>
@@ -13,7 +12,7 @@
 #include <vector>
 
 #include "../../core/tensor.h"
-#include "../../core/threading.h"
+#include "../../core/parallel.h"
 
 namespace minigrad::cpu {
 
@@ -79,17 +78,11 @@ void for_each(const Shape& shape, const std::array<const Tensor*, N>& ts, F&& f,
       begin += n;
     }
   };
-  int nth = parallel && total >= kParallelGrain ? omp_get_max_threads() : 1;
-  if (nth <= 1) {
+  if (!parallel) {
     run(0, total);
     return;
   }
-#pragma omp parallel num_threads(nth)
-  {
-    int t = omp_get_thread_num(), n = omp_get_num_threads();
-    int64_t chunk = (total + n - 1) / n;
-    run(std::min(total, t * chunk), std::min(total, (t + 1) * chunk));
-  }
+  parallel_for(0, total, kParallelGrain / 2, run);
 }
 
 // out = f(in...) elementwise, with a vectorisable path when every operand is contiguous.

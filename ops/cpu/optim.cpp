@@ -37,8 +37,9 @@ void CpuBackend::sgd_step(const Tensor& p, const Tensor& g, const Tensor& buf, c
     const T* gp = g.data_ptr<T>();
     T* bp = buf.defined() ? buf.data_ptr<T>() : nullptr;
     const int64_t n = p.numel();
-#pragma omp parallel for schedule(static) if (n >= kParallelGrain)
-    for (int64_t i = 0; i < n; ++i) sgd_one(pp[i], gp[i], bp ? bp + i : nullptr, s);
+    parallel_for(0, n, kParallelGrain / 2, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) sgd_one(pp[i], gp[i], bp ? bp + i : nullptr, s);
+    });
   });
 }
 
@@ -50,8 +51,9 @@ void CpuBackend::adam_step(const Tensor& p, const Tensor& g, const Tensor& m, co
     T* mp = m.data_ptr<T>();
     T* vp = v.data_ptr<T>();
     const int64_t n = p.numel();
-#pragma omp parallel for schedule(static) if (n >= kParallelGrain)
-    for (int64_t i = 0; i < n; ++i) adam_one(pp[i], gp[i], mp[i], vp[i], s);
+    parallel_for(0, n, kParallelGrain / 2, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) adam_one(pp[i], gp[i], mp[i], vp[i], s);
+    });
   });
 }
 

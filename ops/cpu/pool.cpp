@@ -1,5 +1,4 @@
 // CPU pooling kernels, parallel over planes (N*C): each plane is independent in both directions.
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -125,8 +124,9 @@ void max_pool_plane(const T* src, T* o, I* oi, const Conv2dGeometry& g) {
 
 template <class F>
 void for_planes(int64_t planes, int64_t work_per_plane, F&& f) {
-#pragma omp parallel for schedule(static) if (planes * work_per_plane >= kParallelGrain)
-  for (int64_t pl = 0; pl < planes; ++pl) f(pl);
+  parallel_for(0, planes, grain_for(work_per_plane), [&](int64_t pl0_, int64_t pl1_) {
+    for (int64_t pl = pl0_; pl < pl1_; ++pl) f(pl);
+  });
 }
 
 }  // namespace

@@ -84,14 +84,13 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& out, const Tensor& x) {
     if (nout == 1 && numel_of(red_sizes) >= kParallelGrain && rnd == 1) {
       // One output from a long run: split the run across threads.
       const char* base = static_cast<const char*>(x.raw_data());
-      int nth = omp_get_max_threads();
+      // one piece per thread, added in piece order: the sum depends on the thread count only
+      const int nth = get_num_threads();
       std::vector<acc_t<T>> part(size_t(nth), r.identity());
-#pragma omp parallel num_threads(nth)
-      {
-        int t = omp_get_thread_num(), n = omp_get_num_threads();
-        int64_t chunk = (rin + n - 1) / n, b = std::min(rin, t * chunk), e = std::min(rin, b + chunk);
+      parallel_chunks(nth, [&](int64_t t, int) {
+        const int64_t b = rin * t / nth, e = rin * (t + 1) / nth;
         part[size_t(t)] = reduce_run<T>(r, base + b * rst, rst, e - b, r.identity());
-      }
+      });
       acc_t<T> acc = r.identity();
       for (auto v : part) acc = r(acc, v);
       *static_cast<T*>(out.raw_data()) = T(acc);
@@ -100,18 +99,19 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& out, const Tensor& x) {
     std::array<const Tensor*, 2> ts{&out, &xk};
     const bool par = nout * numel_of(red_sizes) >= kParallelGrain;
     if (par && nout > 1) {
-#pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < nout; ++i) {
-        // decode output index i into offsets for out and xk
-        int64_t rem = i, oo = 0, xo = 0;
-        for (int64_t d = out.dim() - 1; d >= 0; --d) {
-          int64_t idx = rem % out.size(d);
-          rem /= out.size(d);
-          oo += idx * out.stride(d);
-          xo += idx * kept_strides[d];
+      parallel_for(0, nout, grain_for(numel_of(red_sizes)), [&](int64_t i0_, int64_t i1_) {
+        for (int64_t i = i0_; i < i1_; ++i) {
+          // decode output index i into offsets for out and xk
+          int64_t rem = i, oo = 0, xo = 0;
+          for (int64_t d = out.dim() - 1; d >= 0; --d) {
+            int64_t idx = rem % out.size(d);
+            rem /= out.size(d);
+            oo += idx * out.stride(d);
+            xo += idx * kept_strides[d];
+          }
+          static_cast<T*>(out.raw_data())[oo] = reduce_at(static_cast<const char*>(x.raw_data()) + xo * int64_t(sizeof(T)));
         }
-        static_cast<T*>(out.raw_data())[oo] = reduce_at(static_cast<const char*>(x.raw_data()) + xo * int64_t(sizeof(T)));
-      }
+      });
       return;
     }
     for_each<2>(out.sizes(), ts, [&](const std::array<char*, 2>& p, const std::array<int64_t, 2>& s,
@@ -232,25 +232,26 @@ void CpuBackend::softmax(const Tensor& out, const Tensor& x, int64_t dim, bool l
     const T* xp = x.data_ptr<T>();
     T* op = out.data_ptr<T>();
     const int64_t rows = g.outer * g.inner;
-#pragma omp parallel for schedule(static) if (rows * g.n >= kParallelGrain)
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t base = (r / g.inner) * g.n * g.inner + r % g.inner, st = g.inner;
-      T mx = -std::numeric_limits<T>::infinity();
-      for (int64_t i = 0; i < g.n; ++i) mx = std::max(mx, xp[base + i * st]);
-      double sum = 0;
-      for (int64_t i = 0; i < g.n; ++i) {
-        T e = std::exp(xp[base + i * st] - mx);
-        sum += e;
-        if (!log) op[base + i * st] = e;
+    parallel_for(0, rows, grain_for(g.n), [&](int64_t r0_, int64_t r1_) {
+      for (int64_t r = r0_; r < r1_; ++r) {
+        const int64_t base = (r / g.inner) * g.n * g.inner + r % g.inner, st = g.inner;
+        T mx = -std::numeric_limits<T>::infinity();
+        for (int64_t i = 0; i < g.n; ++i) mx = std::max(mx, xp[base + i * st]);
+        double sum = 0;
+        for (int64_t i = 0; i < g.n; ++i) {
+          T e = std::exp(xp[base + i * st] - mx);
+          sum += e;
+          if (!log) op[base + i * st] = e;
+        }
+        if (log) {
+          T lse = mx + T(std::log(sum));
+          for (int64_t i = 0; i < g.n; ++i) op[base + i * st] = xp[base + i * st] - lse;
+        } else {
+          T inv = T(1.0 / sum);
+          for (int64_t i = 0; i < g.n; ++i) op[base + i * st] *= inv;
+        }
       }
-      if (log) {
-        T lse = mx + T(std::log(sum));
-        for (int64_t i = 0; i < g.n; ++i) op[base + i * st] = xp[base + i * st] - lse;
-      } else {
-        T inv = T(1.0 / sum);
-        for (int64_t i = 0; i < g.n; ++i) op[base + i * st] *= inv;
-      }
-    }
+    });
   });
 }
 
@@ -263,20 +264,21 @@ void CpuBackend::softmax_backward(const Tensor& gx, const Tensor& gy, const Tens
     const T* yp = y.data_ptr<T>();
     T* gxp = gx.data_ptr<T>();
     const int64_t rows = g.outer * g.inner;
-#pragma omp parallel for schedule(static) if (rows * g.n >= kParallelGrain)
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t base = (r / g.inner) * g.n * g.inner + r % g.inner, st = g.inner;
-      double s = 0;
-      if (log) {
-        for (int64_t i = 0; i < g.n; ++i) s += gyp[base + i * st];
-        for (int64_t i = 0; i < g.n; ++i)
-          gxp[base + i * st] = gyp[base + i * st] - std::exp(yp[base + i * st]) * T(s);
-      } else {
-        for (int64_t i = 0; i < g.n; ++i) s += gyp[base + i * st] * yp[base + i * st];
-        for (int64_t i = 0; i < g.n; ++i)
-          gxp[base + i * st] = yp[base + i * st] * (gyp[base + i * st] - T(s));
+    parallel_for(0, rows, grain_for(g.n), [&](int64_t r0_, int64_t r1_) {
+      for (int64_t r = r0_; r < r1_; ++r) {
+        const int64_t base = (r / g.inner) * g.n * g.inner + r % g.inner, st = g.inner;
+        double s = 0;
+        if (log) {
+          for (int64_t i = 0; i < g.n; ++i) s += gyp[base + i * st];
+          for (int64_t i = 0; i < g.n; ++i)
+            gxp[base + i * st] = gyp[base + i * st] - std::exp(yp[base + i * st]) * T(s);
+        } else {
+          for (int64_t i = 0; i < g.n; ++i) s += gyp[base + i * st] * yp[base + i * st];
+          for (int64_t i = 0; i < g.n; ++i)
+            gxp[base + i * st] = yp[base + i * st] * (gyp[base + i * st] - T(s));
+        }
       }
-    }
+    });
   });
 }
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "../../../core/cpu_isa.h"
+#include "../../../core/parallel.h"  // detail::parallel_run, get_num_threads: compiled once, outside the levels
 #include "../../conv_geometry.h"
 
 namespace minigrad::cpu {
