@@ -48,8 +48,8 @@ void gemm_one(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const 
 }
 
 // C[q] = alpha A[q] B[q] + beta C[q] for q < batch (strides sa, sb, sc between them), in pieces on
-// minigrad's threads: whole matrices where there are enough of them, else each cut along m, n or
-// k into about two pieces per thread (at least 32 wide), whichever adds the least work: each piece
+// minigrad's threads: whole matrices where they share out evenly, else each cut along m, n or k
+// (one or two pieces per thread, at least 32 wide), whichever adds the least work: each piece
 // of n packs all of A again (m*k), each piece of m all of B (k*n), and each piece of k past the first
 // writes partial sums (m*n) that are added in piece order at the end, so the result does not
 // depend on which thread ran what (a conv's weight gradient, k = its positions, cuts k). GEMMs of
@@ -69,7 +69,13 @@ void gemm_batched(bool ta, bool tb, int64_t batch, int64_t m, int64_t n, int64_t
   const double repack_n = double(m) * double(k), repack_m = double(k) * double(n), partial_k = 2.0 * double(m) * double(n);
   const Cut cut = repack_n <= repack_m && repack_n <= partial_k ? CutN : repack_m <= partial_k ? CutM : CutK;
   const int64_t dim = cut == CutN ? n : cut == CutM ? m : k;
-  int64_t pieces = batch >= 2 * nt ? 1 : (2 * nt + batch - 1) / batch;
+  // whole matrices where they share out evenly; one piece a thread for a big single matrix (the
+  // least repacking: within 2% of OpenBLAS's own threads on 512-1024 squares), two for a smaller
+  // one (a worker that wakes late then costs less: a 1x1 conv's per-image GEMMs)
+  const bool big = double(m) * double(n) * double(k) >= 16.0 * 1024 * 1024 * nt;
+  int64_t pieces = batch % nt == 0 || batch >= 4 * nt ? 1
+                   : batch == 1                      ? (big ? nt : 2 * nt)
+                                                     : (2 * nt + batch - 1) / batch;
   pieces = std::max<int64_t>(1, std::min(pieces, dim / 32));
   const int64_t width = (dim + pieces - 1) / pieces;
   pieces = (dim + width - 1) / width;
