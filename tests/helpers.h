@@ -57,6 +57,16 @@ inline int64_t bcast_index(int64_t i, const Shape& out_shape, const Shape& in_sh
   return idx;
 }
 
+// Naive (m,k)@(k,n) on row-major value lists.
+inline std::vector<double> ref_mm(const std::vector<double>& a, const std::vector<double>& b, int64_t m, int64_t k,
+                                  int64_t n) {
+  std::vector<double> c(size_t(m * n), 0.0);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t l = 0; l < k; ++l)
+      for (int64_t j = 0; j < n; ++j) c[size_t(i * n + j)] += a[size_t(i * k + l)] * b[size_t(l * n + j)];
+  return c;
+}
+
 inline void check_close(const std::vector<double>& got, const std::vector<double>& want,
                         double tol = 1e-6) {
   REQUIRE(got.size() == want.size());

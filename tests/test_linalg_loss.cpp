@@ -3,18 +3,6 @@
 
 using namespace mgtest;
 
-namespace {
-// Naive (m,k)@(k,n) on row-major value lists.
-std::vector<double> ref_mm(const std::vector<double>& a, const std::vector<double>& b, int64_t m,
-                           int64_t k, int64_t n) {
-  std::vector<double> c(size_t(m * n), 0.0);
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < n; ++j)
-      for (int64_t l = 0; l < k; ++l) c[size_t(i * n + j)] += a[size_t(i * k + l)] * b[size_t(l * n + j)];
-  return c;
-}
-}  // namespace
-
 TEST_CASE("mm and matmul against a naive triple loop, with transposed views") {
   for (Device dev : devices()) {
     CAPTURE(dev);

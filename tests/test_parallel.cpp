@@ -22,16 +22,6 @@ struct ThreadsScope {
   ~ThreadsScope() { set_num_threads(saved); }
 };
 
-// The naive product of two float64 matrices (M, K) x (K, N), row-major.
-std::vector<double> naive_mm(const std::vector<double>& a, const std::vector<double>& b, int64_t M, int64_t K,
-                             int64_t N) {
-  std::vector<double> c(size_t(M * N), 0.0);
-  for (int64_t i = 0; i < M; ++i)
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t j = 0; j < N; ++j) c[size_t(i * N + j)] += a[size_t(i * K + k)] * b[size_t(k * N + j)];
-  return c;
-}
-
 }  // namespace
 
 TEST_CASE("parallel: every chunk runs once, on a thread index below the thread count") {
@@ -211,7 +201,7 @@ TEST_CASE("parallel: GEMMs split across threads match the naive product") {
       Tensor c = matmul(a, b);
       REQUIRE(c.sizes() == Shape{cs.B, cs.M, cs.N});
       for (int64_t q = 0; q < cs.B; ++q) {
-        const std::vector<double> want = naive_mm(vals(a.select(0, q).contiguous()), vals(b.select(0, q).contiguous()),
+        const std::vector<double> want = ref_mm(vals(a.select(0, q).contiguous()), vals(b.select(0, q).contiguous()),
                                                   cs.M, cs.K, cs.N);
         check_close(vals(c.select(0, q)), want, 1e-12);
       }
