@@ -70,7 +70,6 @@ int main(int argc, char** argv) {
     // The same three GEMMs per group, one image at a time, straight through OpenBLAS.
     std::vector<float> A(size_t(Og * K), 1.f), B(size_t(K * L), 1.f), Cm(size_t(Og * L)), D(size_t(K * L));
     auto gemms = [&] {
-      blas_threads(threads);
       for (int64_t n = 0; n < l.N; ++n)
         for (int64_t g = 0; g < l.groups; ++g) {
           cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(Og), int(L), int(K), 1.f, A.data(), int(K),
@@ -81,6 +80,7 @@ int main(int argc, char** argv) {
                       Cm.data(), int(L), 0.f, D.data(), int(L));
         }
     };
+    blas_threads(threads);  // OpenBLAS on its own threads (minigrad's next GEMM sets it back to 1)
     const double tg = median_seconds(gemms, std::max(3, reps / 3));
     blas_settle();
     std::string algo = explain_conv(x, w, o);

@@ -33,6 +33,13 @@ namespace {
 thread_local bool tls_in_region = false;
 thread_local bool tls_inline = false;
 
+// Marks this thread as running chunks for a scope (restoring the outer state, also on a throw).
+struct RegionScope {
+  const bool outer = tls_in_region;
+  RegionScope() { tls_in_region = true; }
+  ~RegionScope() { tls_in_region = outer; }
+};
+
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -161,9 +168,10 @@ class Pool {
     current_.store(&job, std::memory_order_seq_cst);
     seq_.fetch_add(1, std::memory_order_seq_cst);
     if (sleepers_.load(std::memory_order_seq_cst) > 0) wake_all(seq_);
-    tls_in_region = true;
-    run_chunks(job, 0);
-    tls_in_region = false;
+    {
+      RegionScope region;
+      run_chunks(job, 0);
+    }
     // wait for the chunks other threads claimed
     if (!spin_until([&] { return job.finished.load(std::memory_order_acquire) != 0; })) {
       job.caller_sleeping.store(true, std::memory_order_seq_cst);
@@ -209,9 +217,8 @@ class Pool {
       if (held_.load(std::memory_order_seq_cst)) continue;
       active_.fetch_add(1, std::memory_order_seq_cst);
       if (Job* j = current_.load(std::memory_order_seq_cst)) {
-        tls_in_region = true;
+        RegionScope region;
         run_chunks(*j, t);
-        tls_in_region = false;
       }
       active_.fetch_sub(1, std::memory_order_seq_cst);
     }
@@ -235,13 +242,17 @@ std::mutex g_pool_mu;
 Pool* g_pool = nullptr;
 std::atomic<int> g_threads{0};
 
+// The thread count, set to the default on first use; g_pool_mu held.
+int threads_locked() {
+  if (g_threads.load() == 0) g_threads.store(default_threads());
+  return g_threads.load();
+}
+
 Pool& pool_locked() {
-  if (!g_pool || g_pool->pid() != getpid()) {
-    if (g_threads.load() == 0) g_threads.store(default_threads());
-    g_pool = new Pool(g_threads.load());
-  }
+  if (!g_pool || g_pool->pid() != getpid()) g_pool = new Pool(threads_locked());
   return *g_pool;
 }
+
 
 }  // namespace
 
@@ -262,13 +273,10 @@ void set_num_threads(int n) {
 }
 
 int get_num_threads() {
-  int n = g_threads.load(std::memory_order_relaxed);
-  if (n == 0) {
-    std::lock_guard<std::mutex> lock(g_pool_mu);
-    if (g_threads.load() == 0) g_threads.store(default_threads());
-    n = g_threads.load();
-  }
-  return n;
+  const int n = g_threads.load(std::memory_order_relaxed);
+  if (n != 0) return n;
+  std::lock_guard<std::mutex> lock(g_pool_mu);
+  return threads_locked();
 }
 
 namespace detail {
@@ -276,15 +284,8 @@ namespace detail {
 void parallel_run(int64_t chunks, ChunkFn fn, void* ctx) {
   if (chunks <= 0) return;
   auto inline_run = [&] {
-    const bool outer = tls_in_region;
-    tls_in_region = true;
-    try {
-      for (int64_t c = 0; c < chunks; ++c) fn(ctx, c, 0);
-    } catch (...) {
-      tls_in_region = outer;
-      throw;
-    }
-    tls_in_region = outer;
+    RegionScope region;
+    for (int64_t c = 0; c < chunks; ++c) fn(ctx, c, 0);
   };
   if (chunks == 1 || tls_in_region || tls_inline || get_num_threads() <= 1) return inline_run();
   std::unique_lock<std::mutex> lock(g_pool_mu);

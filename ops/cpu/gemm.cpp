@@ -4,8 +4,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <memory>
 #include <string>
-#include <vector>
 
 #include "../../core/parallel.h"
 #include "../gemm_layout.h"
@@ -22,7 +22,6 @@ std::string blas_kernel_name() { return openblas_get_corename(); }
 namespace minigrad::cpu {
 
 namespace {
-
 
 // OpenBLAS runs single-threaded, each GEMM split into pieces on minigrad's threads: one pool for
 // every loop (no second set of threads spinning for the cores after each GEMM), and a piece no
@@ -79,7 +78,9 @@ void gemm_batched(bool ta, bool tb, int64_t batch, int64_t m, int64_t n, int64_t
   pieces = std::max<int64_t>(1, std::min(pieces, dim / 32));
   const int64_t width = (dim + pieces - 1) / pieces;
   pieces = (dim + width - 1) / width;
-  std::vector<T> partial(cut == CutK ? size_t(batch * (pieces - 1) * m * n) : 0);
+  // every partial sum is written by its GEMM (beta = 0) before it is read: no zeroing
+  std::unique_ptr<T[]> partial = cut == CutK ? std::make_unique_for_overwrite<T[]>(size_t(batch * (pieces - 1) * m * n))
+                                             : nullptr;
   parallel_chunks(batch * pieces, [&](int64_t ch, int) {
     const int64_t q = ch / pieces, pc = ch % pieces, p0 = pc * width, len = std::min(width, dim - p0);
     const T* aq = a + q * sa;
@@ -98,7 +99,7 @@ void gemm_batched(bool ta, bool tb, int64_t batch, int64_t m, int64_t n, int64_t
         if (pc == 0) gemm_one<T>(ta, tb, m, n, len, alpha, ak, lda, bk, ldb, beta, cq, ldc);
         else
           gemm_one<T>(ta, tb, m, n, len, alpha, ak, lda, bk, ldb, T(0),
-                      partial.data() + (q * (pieces - 1) + pc - 1) * m * n, n);
+                      partial.get() + (q * (pieces - 1) + pc - 1) * m * n, n);
         break;
       }
     }
@@ -106,7 +107,7 @@ void gemm_batched(bool ta, bool tb, int64_t batch, int64_t m, int64_t n, int64_t
   if (cut == CutK)
     for (int64_t q = 0; q < batch; ++q)
       for (int64_t pc = 1; pc < pieces; ++pc) {
-        const T* src = partial.data() + (q * (pieces - 1) + pc - 1) * m * n;
+        const T* src = partial.get() + (q * (pieces - 1) + pc - 1) * m * n;
         T* cq = c + q * sc;
         for (int64_t i = 0; i < m; ++i)
           for (int64_t j = 0; j < n; ++j) cq[i * ldc + j] += src[i * n + j];
