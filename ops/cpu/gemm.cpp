@@ -4,7 +4,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <memory>
 #include <string>
 
 #include "../../core/parallel.h"
@@ -78,9 +77,10 @@ void gemm_batched(bool ta, bool tb, int64_t batch, int64_t m, int64_t n, int64_t
   pieces = std::max<int64_t>(1, std::min(pieces, dim / 32));
   const int64_t width = (dim + pieces - 1) / pieces;
   pieces = (dim + width - 1) / width;
-  // every partial sum is written by its GEMM (beta = 0) before it is read: no zeroing
-  std::unique_ptr<T[]> partial = cut == CutK ? std::make_unique_for_overwrite<T[]>(size_t(batch * (pieces - 1) * m * n))
-                                             : nullptr;
+  // from minigrad's caching allocator (a fresh malloc of this size would be page-faulted in and
+  // zeroed by the OS on every call); each partial sum is written by its GEMM (beta = 0) before it is read
+  Tensor partial_buf = cut == CutK ? empty({batch * (pieces - 1) * m * n}, dtype_of<T>()) : Tensor();
+  T* partial = cut == CutK ? partial_buf.data_ptr<T>() : nullptr;
   parallel_chunks(batch * pieces, [&](int64_t ch, int) {
     const int64_t q = ch / pieces, pc = ch % pieces, p0 = pc * width, len = std::min(width, dim - p0);
     const T* aq = a + q * sa;
@@ -99,7 +99,7 @@ void gemm_batched(bool ta, bool tb, int64_t batch, int64_t m, int64_t n, int64_t
         if (pc == 0) gemm_one<T>(ta, tb, m, n, len, alpha, ak, lda, bk, ldb, beta, cq, ldc);
         else
           gemm_one<T>(ta, tb, m, n, len, alpha, ak, lda, bk, ldb, T(0),
-                      partial.get() + (q * (pieces - 1) + pc - 1) * m * n, n);
+                      partial + (q * (pieces - 1) + pc - 1) * m * n, n);
         break;
       }
     }
@@ -107,7 +107,7 @@ void gemm_batched(bool ta, bool tb, int64_t batch, int64_t m, int64_t n, int64_t
   if (cut == CutK)
     for (int64_t q = 0; q < batch; ++q)
       for (int64_t pc = 1; pc < pieces; ++pc) {
-        const T* src = partial.get() + (q * (pieces - 1) + pc - 1) * m * n;
+        const T* src = partial + (q * (pieces - 1) + pc - 1) * m * n;
         T* cq = c + q * sc;
         for (int64_t i = 0; i < m; ++i)
           for (int64_t j = 0; j < n; ++j) cq[i * ldc + j] += src[i * n + j];
