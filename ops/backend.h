@@ -7,6 +7,7 @@
 
 #include "../core/tensor.h"
 #include "conv_geometry.h"
+#include "optim_step.h"
 
 namespace minigrad {
 
@@ -16,18 +17,6 @@ struct Pool2dGeometry {
   Conv2dGeometry g;
   bool adaptive = false;
   bool count_include_pad = true;  // avg: divide by the window including padding
-};
-
-// One optimizer step, fused: the arithmetic of optim::SGD and optim::Adam/AdamW in one pass.
-struct SgdStep {
-  double lr = 0, momentum = 0, dampening = 0, weight_decay = 0;
-  bool nesterov = false;
-  bool first = false;  // the momentum buffer starts as this step's d
-};
-struct AdamStep {
-  double lr = 0, beta1 = 0, beta2 = 0, eps = 0, weight_decay = 0;
-  double bias_correction1 = 1, bias_correction2 = 1;
-  bool decoupled = false;  // AdamW: p *= 1 - lr * weight_decay instead of g += weight_decay * p
 };
 
 enum class UnaryOp { Neg, Exp, Log, Sqrt, Abs, Pow, Relu, Sigmoid, Tanh, Gelu };

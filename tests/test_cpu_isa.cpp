@@ -149,3 +149,126 @@ TEST_CASE("cpu isa: conv gradients are the same bit for bit from run to run (dyn
     }
   });
 }
+
+TEST_CASE("cpu isa: every level's memory-bound kernels against naive loops (sums, batch norm, arithmetic, optimizers)") {
+  // lengths around the vector widths (4, 8, 16 floats), the 4-vector unroll and the 1024-element
+  // sum blocks, and one spread over both threads
+  const int64_t lengths[] = {1, 3, 8, 17, 64, 65, 1023, 1024, 1025, 3001, 70001};
+  for_each_cpu_isa([&] {
+    for (DType dt : {kFloat32, kFloat64}) {
+      CAPTURE(dt);
+      const bool f32 = dt == kFloat32;
+      const double eps = f32 ? 1.2e-7 : 2.3e-16;  // a unit roundoff of dt
+      for (int64_t n : lengths) {
+        CAPTURE(n);
+        Tensor x = randn({n}, dt), y = add(rand({n}, dt), 0.5);  // y in [0.5, 1.5): a safe divisor
+        const auto xv = vals(x), yv = vals(y);
+        // sums: within a few roundoffs of the sum of magnitudes (the blocks sum in dt)
+        double ref = 0, mag = 0;
+        for (double v : xv) ref += v, mag += std::abs(v);
+        CHECK(std::abs(sum(x).item<double>() - ref) <= 64 * eps * mag);
+        CHECK(std::abs(mean(x).item<double>() - ref / double(n)) <= 64 * eps * mag / double(n));
+        // add, sub, mul, div are rounded once: the same bits as the operation in dt; with a
+        // scalar on either side (a broadcast run), in place, and along a strided (transposed) view
+        auto exact = [&](const Tensor& got, auto op) {
+          const auto gv = vals(got);
+          bool ok = true;
+          for (size_t i = 0; i < gv.size(); ++i)
+            ok = ok && (f32 ? gv[i] == double(op(float(xv[i]), float(yv[i]))) : gv[i] == op(xv[i], yv[i]));
+          return ok;
+        };
+        CHECK(exact(add(x, y), [](auto a, auto b) { return a + b; }));
+        CHECK(exact(sub(x, y), [](auto a, auto b) { return a - b; }));
+        CHECK(exact(mul(x, y), [](auto a, auto b) { return a * b; }));
+        CHECK(exact(div(x, y), [](auto a, auto b) { return a / b; }));
+        CHECK(exact(mul(x, 0.375), [](auto a, auto) { return a * decltype(a)(0.375); }));
+        CHECK(exact(sub(full({1}, 2.5, TensorOptions(dt)), y), [](auto, auto b) { return decltype(b)(2.5) - b; }));
+        CHECK(exact(Tensor(x.clone()).div_(y), [](auto a, auto b) { return a / b; }));
+        // a + alpha*b: one rounding (FMA) or two, either way within a roundoff of each term
+        const auto av = vals(add(x, y, -0.7));
+        bool close = true;
+        for (size_t i = 0; i < av.size(); ++i)
+          close = close && std::abs(av[i] - (xv[i] - 0.7 * yv[i])) <= 2 * eps * (std::abs(xv[i]) + 0.7 * yv[i]);
+        CHECK(close);
+        if (n > 1) {
+          const int64_t r = n / 2 * 2 == n ? 2 : 1;  // a (r, n/r) matrix and its transpose
+          Tensor xt = x.view({r, n / r}).t(), yt = y.view({r, n / r}).t();
+          const auto st = vals(add(xt, yt)), xs = vals(xt), ys = vals(yt);
+          bool ok = true;
+          for (size_t i = 0; i < st.size(); ++i)
+            ok = ok && (f32 ? st[i] == double(float(xs[i]) + float(ys[i])) : st[i] == xs[i] + ys[i]);
+          CHECK(ok);
+        }
+        // SGD with momentum, dampening, weight decay (nesterov and not), then Adam and AdamW,
+        // two steps each (the first fills the momentum buffer), against the update in double
+        for (bool nesterov : {false, true}) {
+          Tensor p = x.clone().requires_grad_();
+          optim::SGD opt({p}, {.lr = 0.1, .momentum = 0.9, .dampening = nesterov ? 0.0 : 0.25, .weight_decay = 0.01,
+                               .nesterov = nesterov});
+          std::vector<double> pv = xv, buf(size_t(n), 0);
+          for (int step = 0; step < 2; ++step) {
+            p.set_grad(y);
+            opt.step();
+            for (size_t i = 0; i < pv.size(); ++i) {
+              const double d = yv[i] + 0.01 * pv[i];
+              buf[i] = step == 0 ? d : 0.9 * buf[i] + (nesterov ? 1.0 : 0.75) * d;
+              pv[i] -= 0.1 * (nesterov ? d + 0.9 * buf[i] : buf[i]);
+            }
+          }
+          check_close(vals(p), pv, f32 ? 1e-5 : 1e-13);
+        }
+        for (bool decoupled : {false, true}) {
+          Tensor p = x.clone().requires_grad_();
+          std::unique_ptr<optim::Optimizer> opt;
+          optim::AdamWOptions wo;
+          wo.lr = 0.01;
+          if (decoupled) opt = std::make_unique<optim::AdamW>(std::vector<Tensor>{p}, wo);
+          else opt = std::make_unique<optim::Adam>(std::vector<Tensor>{p}, optim::AdamOptions{.lr = 0.01, .weight_decay = 0.1});
+          const double wd = decoupled ? wo.weight_decay : 0.1;
+          std::vector<double> pv = xv, m(size_t(n), 0), v(size_t(n), 0);
+          for (int t = 1; t <= 2; ++t) {
+            p.set_grad(y);
+            opt->step();
+            for (size_t i = 0; i < pv.size(); ++i) {
+              double g = yv[i];
+              if (decoupled) pv[i] *= 1 - 0.01 * wd;
+              else g += wd * pv[i];
+              m[i] = 0.9 * m[i] + 0.1 * g;
+              v[i] = 0.999 * v[i] + 0.001 * g * g;
+              const double bc1 = 1 - std::pow(0.9, t), bc2 = 1 - std::pow(0.999, t);
+              pv[i] -= 0.01 / bc1 * m[i] / (std::sqrt(v[i]) / std::sqrt(bc2) + 1e-8);
+            }
+          }
+          check_close(vals(p), pv, f32 ? 1e-5 : 1e-12);
+        }
+      }
+      // per-channel sums and batch norm over planes of odd sizes (tails in every row) and of a
+      // multiple of every vector width; forward against the two-pass statistics in double,
+      // backward by finite differences in float64
+      for (Shape s : {Shape{3, 5, 7, 9}, Shape{2, 3, 32, 32}}) {
+        CAPTURE(s);
+        const int64_t N = s[0], C = s[1], S = s[2] * s[3];
+        Tensor x = add(mul(randn(s, dt), 3.0), 5.0);  // an offset mean: the variance's two passes matter
+        const auto xv = vals(x);
+        std::vector<double> mean(size_t(C), 0), var(size_t(C), 0);
+        for (int64_t i = 0; i < N * C * S; ++i) mean[size_t((i / S) % C)] += xv[size_t(i)] / double(N * S);
+        for (int64_t i = 0; i < N * C * S; ++i) {
+          const double d = xv[size_t(i)] - mean[size_t((i / S) % C)];
+          var[size_t((i / S) % C)] += d * d / double(N * S);
+        }
+        std::vector<double> sums;
+        for (double m : mean) sums.push_back(m * double(N * S));
+        check_close(vals(sum(x, {0, 2, 3})), sums, f32 ? 1e-5 : 1e-12);
+        Tensor y = batch_norm(x, {}, {}, {}, {}, /*training=*/true);
+        std::vector<double> want;
+        for (int64_t i = 0; i < N * C * S; ++i) {
+          const size_t c = size_t((i / S) % C);
+          want.push_back((xv[size_t(i)] - mean[c]) / std::sqrt(var[c] + 1e-5));
+        }
+        check_close(vals(y), want, f32 ? 1e-4 : 1e-11);
+      }
+    }
+    Tensor x = leaf({2, 3, 5, 7}, Device::cpu()), w = leaf({3}, Device::cpu(), 0.5, 1.5), b = leaf({3}, Device::cpu());
+    CHECK_GRAD([&](const std::vector<Tensor>& in) { return batch_norm(in[0], {}, {}, in[1], in[2], true); }, x, w, b);
+  });
+}

@@ -160,11 +160,53 @@ T minv(T a, T b) {
 }
 }  // namespace
 
+namespace {
+
+// Floating add, sub, mul and div: runs whose output is contiguous and whose inputs are contiguous
+// or one repeated value go to the CPU level's vector kernel (ops/cpu/isa/pointwise.inc), the rest
+// to the same arithmetic here. False for other ops.
+template <class T>
+bool vector_arith(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b, T al) {
+  Arith ar;
+  switch (op) {
+    case BinaryOp::Add: ar = Arith::Add; break;
+    case BinaryOp::Sub: ar = Arith::Sub; break;
+    case BinaryOp::Mul: ar = Arith::Mul; break;
+    case BinaryOp::Div: ar = Arith::Div; break;
+    default: return false;
+  }
+  const auto& k = typed_kernels<T>();
+  std::array<const Tensor*, 3> ts{&out, &a, &b};
+  for_each<3>(out.sizes(), ts, [&](const std::array<char*, 3>& p, const std::array<int64_t, 3>& s, int64_t n) {
+    constexpr int64_t z = sizeof(T);
+    if (s[0] == z && (s[1] == z || s[1] == 0) && (s[2] == z || s[2] == 0)) {
+      k.arith(ar, reinterpret_cast<T*>(p[0]), reinterpret_cast<const T*>(p[1]), s[1] != 0,
+              reinterpret_cast<const T*>(p[2]), s[2] != 0, al, n);
+      return;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const T x = *reinterpret_cast<const T*>(p[1] + i * s[1]), y = *reinterpret_cast<const T*>(p[2] + i * s[2]);
+      T& o = *reinterpret_cast<T*>(p[0] + i * s[0]);
+      switch (ar) {
+        case Arith::Add: o = x + y * al; break;
+        case Arith::Sub: o = x - y * al; break;
+        case Arith::Mul: o = x * y; break;
+        case Arith::Div: o = x / y; break;
+      }
+    }
+  });
+  return true;
+}
+
+}  // namespace
+
 void CpuBackend::binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b,
                         double alpha) {
   visit_dtype(out.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T al = T(alpha);
+    if constexpr (std::is_floating_point_v<T>)
+      if (vector_arith<T>(op, out, a, b, al)) return;
     switch (op) {
       case BinaryOp::Add:
         if (alpha == 1.0) return map<T, T, T>(out, [](T x, T y) { return x + y; }, a, b);

@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "cpu_backend.h"
+#include "isa/kernels.h"
 #include "loops.h"
 
 namespace minigrad::cpu {
@@ -15,6 +16,8 @@ using acc_t = std::conditional_t<std::is_floating_point_v<T>, double, int64_t>;
 template <class T>
 struct Reducer {
   ReduceOp op;
+  // floating sums of contiguous runs: the CPU level's vector kernel (ops/cpu/isa/pointwise.inc)
+  double (*vector_sum)(const T*, int64_t) = nullptr;
   acc_t<T> identity() const {
     if (op == ReduceOp::Sum) return 0;
     if constexpr (std::is_floating_point_v<T>)
@@ -36,6 +39,8 @@ template <class T>
 acc_t<T> reduce_run(const Reducer<T>& r, const char* p, int64_t s, int64_t n, acc_t<T> acc) {
   if (s == int64_t(sizeof(T))) {
     const T* q = reinterpret_cast<const T*>(p);
+    if constexpr (std::is_floating_point_v<T>)
+      if (r.vector_sum) return acc + r.vector_sum(q, n);
     if (r.op == ReduceOp::Sum) {
       for (int64_t i = 0; i < n; ++i) acc += acc_t<T>(q[i]);
       return acc;
@@ -53,6 +58,8 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& out, const Tensor& x) {
   visit_dtype(x.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     Reducer<T> r{op};
+    if constexpr (std::is_floating_point_v<T>)
+      if (op == ReduceOp::Sum) r.vector_sum = typed_kernels<T>().sum;
     // Split x's dims into kept ones (iterated in parallel, one output each) and reduced ones.
     Shape kept_strides = x.strides(), red_sizes, red_strides;
     for (int64_t d = 0; d < x.dim(); ++d) {

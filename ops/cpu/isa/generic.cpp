@@ -2,6 +2,8 @@
 #include <omp.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>  // the intrinsics are always-inline: nothing of them is emitted to share
+#elif defined(__aarch64__)
+#include <arm_neon.h>
 #endif
 
 #include "kernels.h"

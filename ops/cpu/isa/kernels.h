@@ -9,8 +9,12 @@
 #include "../../../core/cpu_isa.h"
 #include "../../../core/parallel.h"  // detail::parallel_run, get_num_threads: compiled once, outside the levels
 #include "../../conv_geometry.h"
+#include "../../optim_step.h"
 
 namespace minigrad::cpu {
+
+// The elementwise arithmetic of the per-level kernels.
+enum class Arith : int { Add, Sub, Mul, Div };
 
 // One dtype's kernels; every buffer contiguous.
 template <class T>
@@ -28,6 +32,23 @@ struct TypedKernels {
   // of mask[i/8] = y[i] > 0), and its backward gx = gy where the bit is set.
   void (*relu_mask)(const T* x, T* y, uint8_t* mask, int64_t b0, int64_t b1, int64_t n);
   void (*relu_mask_backward)(const T* gy, T* gx, const uint8_t* mask, int64_t b0, int64_t b1, int64_t n);
+
+  // ---- memory-bound kernels (pointwise.inc) over n contiguous elements, called by the baseline
+  // code's loops on one piece each. Sums run in T vectors over blocks of 1024 elements, each
+  // block's lanes added into a double.
+  double (*sum)(const T* x, int64_t n);                      // sum of x
+  double (*sum_sq_dev)(const T* x, int64_t n, double mean);  // sum of (x - mean)^2
+  void (*sum_and_dot)(const T* g, const T* x, int64_t n, double* sum_g, double* sum_gx);
+  // o = a*x + d and o = a*x + b*x2 + d (o may be x).
+  void (*affine)(T* o, const T* x, T a, T d, int64_t n);
+  void (*affine2)(T* o, const T* x, T a, const T* x2, T b, T d, int64_t n);
+  // o = a op b (Add, Sub: a +- alpha*b); a and b step 1 element (sa, sb = 1) or repeat their first
+  // (sa, sb = 0: a broadcast scalar).
+  void (*arith)(Arith op, T* o, const T* a, int64_t sa, const T* b, int64_t sb, T alpha, int64_t n);
+  // The optimizers' fused updates (the arithmetic of the CUDA kernels in ops/cuda/optim.cu); buf
+  // may be null (no momentum).
+  void (*sgd)(T* p, const T* g, T* buf, int64_t n, const SgdStep& s);
+  void (*adam)(T* p, const T* g, T* m, T* v, int64_t n, const AdamStep& s);
 };
 
 struct IsaKernels {
