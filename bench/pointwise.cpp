@@ -1,7 +1,8 @@
 // The memory-bound kernels of a training step, timed through the public ops at every CPU ISA level
 // this CPU has: reductions (sum, per-channel sum), batch norm forward and backward, elementwise
-// arithmetic and the SGD and Adam steps. The sizes are those of the CIFAR CNN's 32x32 layers at
-// batch 64 (2M floats, 8 MB: past L2, in L3 on most CPUs) and of a small tensor that stays in L2.
+// arithmetic, 2x2 max pooling and the SGD and Adam steps. The sizes are those of the CIFAR CNN's
+// 32x32 layers at batch 64 (2M floats, 8 MB: past L2, in L3 on most CPUs) and of a small tensor
+// that stays in L2.
 // Usage: bench_pointwise [threads] [--level=generic|avx2|avx512] [--only=text]   (prints a markdown
 // table; --only keeps the ops whose name contains text)
 #include <minigrad/minigrad.h>
@@ -53,6 +54,16 @@ std::vector<Case> cases(int64_t N, int64_t C, int64_t S) {
                   xn->zero_grad();
                   gamma->zero_grad();
                   beta->zero_grad();
+                }});
+  auto xp = std::make_shared<Tensor>(relu(randn({N, C, S, S})).requires_grad_());
+  auto gp = std::make_shared<Tensor>(randn({N, C, S / 2, S / 2}));
+  cs.push_back({"max_pool2d 2x2 forward", 1.25 * fb, [=] {
+                  NoGradGuard ng;
+                  (void)max_pool2d(*xp, {.kernel_size = 2});
+                }});
+  cs.push_back({"max_pool2d 2x2 forward + backward", 2.5 * fb, [=] {
+                  max_pool2d(*xp, {.kernel_size = 2}).backward(*gp);
+                  xp->zero_grad();
                 }});
   const int64_t P = n / 2;  // parameters: half the activation count
   auto p1 = std::make_shared<Tensor>(randn({P}).requires_grad_());

@@ -272,3 +272,52 @@ TEST_CASE("cpu isa: every level's memory-bound kernels against naive loops (sums
     CHECK_GRAD([&](const std::vector<Tensor>& in) { return batch_norm(in[0], {}, {}, in[1], in[2], true); }, x, w, b);
   });
 }
+
+TEST_CASE("cpu isa: every level's 2x2 max pooling against naive windows (ties, NaN, odd sizes)") {
+  for_each_cpu_isa([&] {
+    for (DType dt : {kFloat32, kFloat64})
+      // output widths around every vector length (2 to 16 lanes), odd rows and columns left over
+      for (int64_t W : {2, 5, 8, 9, 16, 17, 31, 32, 33, 34, 65}) {
+        CAPTURE(dt);
+        CAPTURE(W);
+        const int64_t N = 2, C = 3, H = 7, Ho = H / 2, Wo = W / 2;
+        // values on a coarse grid (many ties, as after relu), with NaNs sprinkled in
+        std::vector<double> xs(size_t(N * C * H * W));
+        for (size_t i = 0; i < xs.size(); ++i) {
+          xs[i] = double(int((i * 7919) % 11) - 5) / 2;
+          if (xs[i] < 0) xs[i] = 0;
+          if (i % 37 == 5) xs[i] = std::nan("");
+        }
+        Tensor x = from_vector<double>(xs).view({N, C, H, W}).to(dt).requires_grad_(true);
+        Tensor xi = x.detach().requires_grad_(true);
+        Tensor y = max_pool2d(x, {.kernel_size = 2});                             // uint8 taps
+        auto [yi, idx] = max_pool2d_with_indices(xi, {.kernel_size = 2});       // int64 places
+        Tensor gy = randn({N, C, Ho, Wo}, dt);
+        y.backward(gy);
+        yi.backward(gy);
+        const auto yv = vals(y), yiv = vals(yi), iv = vals(idx), gv = vals(gy), gx = vals(x.grad()), gxi = vals(xi.grad());
+        std::vector<double> want_gx(xs.size(), 0);
+        bool values = true, places = true;
+        for (int64_t p = 0; p < N * C; ++p)
+          for (int64_t oh = 0; oh < Ho; ++oh)
+            for (int64_t ow = 0; ow < Wo; ++ow) {
+              // the first tap, then a later one that is greater or NaN over a non-NaN best
+              int64_t bi = p * H * W + 2 * oh * W + 2 * ow;
+              for (int64_t t = 1; t < 4; ++t) {
+                const int64_t at = p * H * W + (2 * oh + t / 2) * W + 2 * ow + t % 2;
+                const double v = xs[size_t(at)], b = xs[size_t(bi)];
+                if (v > b || (std::isnan(v) && !std::isnan(b))) bi = at;
+              }
+              const size_t o = size_t((p * Ho + oh) * Wo + ow);
+              const double want = xs[size_t(bi)];
+              values = values && (std::isnan(want) ? std::isnan(yv[o]) && std::isnan(yiv[o]) : yv[o] == want && yiv[o] == want);
+              places = places && int64_t(iv[o]) == bi - p * H * W;
+              want_gx[size_t(bi)] += gv[o];
+            }
+        CHECK(values);
+        CHECK(places);
+        CHECK(gx == want_gx);  // each element written once: exact, zeros included
+        CHECK(gxi == want_gx);
+      }
+  });
+}

@@ -9,6 +9,7 @@
 
 #include "../pool_window.h"
 #include "cpu_backend.h"
+#include "isa/kernels.h"
 #include "loops.h"
 
 namespace minigrad::cpu {
@@ -36,60 +37,38 @@ inline I winner(int64_t plane_index, int64_t tap) {
   else return plane_index;
 }
 
-// The common 2x2 stride-2 window, with every choice made by masks (NaN wins, as in PyTorch): on real
-// activations a branch per tap mispredicts about half the time. Writes int64 places: an instance
-// storing uint8 taps made GCC turn the masks back into branches (2.5x slower on relu outputs).
-template <class T>
-void max_pool_2x2(const T* __restrict src, T* __restrict out, int64_t* __restrict idx, int64_t W, int64_t Ho,
-                  int64_t Wo) {
-  for (int64_t oh = 0; oh < Ho; ++oh) {
-    const T* __restrict r0 = src + 2 * oh * W;
-    const T* __restrict r1 = r0 + W;
-    T* __restrict o = out + oh * Wo;
-    int64_t* __restrict oi = idx + oh * Wo;
-    const int64_t base = 2 * oh * W;
-    for (int64_t j = 0; j < Wo; ++j) {
-      T best = r0[2 * j];
-      int64_t bi = base + 2 * j;
-      const T v[3] = {r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]};
-      const int64_t at[3] = {base + 2 * j + 1, base + W + 2 * j, base + W + 2 * j + 1};
-      for (int k = 0; k < 3; ++k) {
-        const bool take = (v[k] > best) | ((v[k] != v[k]) & (best == best));
-        select_if(take, best, v[k]);
-        bi ^= (bi ^ at[k]) & -int64_t(take);
-      }
-      o[j] = best;
-      oi[j] = bi;
-    }
-  }
+// Without padding every window lies inside the input (ceil_mode aside): no bounds checks.
+inline bool windows_inside(const Conv2dGeometry& g) {
+  return g.pad_h == 0 && g.pad_w == 0 && (g.Ho - 1) * g.sh + (g.kh - 1) * g.dh < g.H &&
+         (g.Wo - 1) * g.sw + (g.kw - 1) * g.dw < g.W;
+}
+// The common 2x2 stride-2 window, inside the plane: the CPU level's kernels (ops/cpu/isa/pool.inc).
+inline bool plain_2x2(const Conv2dGeometry& g) {
+  return windows_inside(g) && g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.dh == 1 && g.dw == 1;
 }
 
-// The 2x2 kernel storing I: int64 places directly, or uint8 taps converted from places in a
-// second pass over a per-thread buffer.
+// The 2x2 kernel storing I: uint8 taps directly, or int64 places converted from taps through a
+// per-thread buffer.
 template <class T, class I>
-void max_pool_2x2_as(const T* src, T* out, I* idx, int64_t W, int64_t Ho, int64_t Wo) {
-  if constexpr (std::is_same_v<I, int64_t>) {
-    max_pool_2x2(src, out, idx, W, Ho, Wo);
+void max_pool_2x2_as(const TypedKernels<T>& k, const T* src, T* out, I* idx, int64_t W, int64_t Ho, int64_t Wo) {
+  if constexpr (std::is_same_v<I, uint8_t>) {
+    k.max_pool_2x2(src, out, idx, W, Ho, Wo);
   } else {
-    thread_local std::vector<int64_t> places;
-    places.resize(size_t(Ho * Wo));
-    max_pool_2x2(src, out, places.data(), W, Ho, Wo);
+    thread_local std::vector<uint8_t> taps;
+    taps.resize(size_t(Ho * Wo));
+    k.max_pool_2x2(src, out, taps.data(), W, Ho, Wo);
     for (int64_t oh = 0; oh < Ho; ++oh)
       for (int64_t j = 0; j < Wo; ++j) {
-        const int64_t rel = places[oh * Wo + j] - (2 * oh * W + 2 * j), row = rel >= W;
-        idx[oh * Wo + j] = uint8_t(2 * row + rel - row * W);
+        const uint8_t t = taps[size_t(oh * Wo + j)];
+        idx[oh * Wo + j] = (2 * oh + (t >> 1)) * W + 2 * j + (t & 1);
       }
   }
 }
 
 template <class T, class I>
-void max_pool_plane(const T* src, T* o, I* oi, const Conv2dGeometry& g) {
-  // Without padding every window lies inside the input (ceil_mode aside): no bounds checks.
-  const bool inside = g.pad_h == 0 && g.pad_w == 0 && (g.Ho - 1) * g.sh + (g.kh - 1) * g.dh < g.H &&
-                      (g.Wo - 1) * g.sw + (g.kw - 1) * g.dw < g.W;
-  if (inside && g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.dh == 1 && g.dw == 1)
-    return max_pool_2x2_as(src, o, oi, g.W, g.Ho, g.Wo);
-  if (inside) {
+void max_pool_plane(const TypedKernels<T>& k, const T* src, T* o, I* oi, const Conv2dGeometry& g) {
+  if (plain_2x2(g)) return max_pool_2x2_as(k, src, o, oi, g.W, g.Ho, g.Wo);
+  if (windows_inside(g)) {
     // locals: the index stores could otherwise alias the geometry's fields
     const int64_t Ho = g.Ho, Wo = g.Wo, W = g.W, sh = g.sh, sw = g.sw, kh = g.kh, kw = g.kw;
     const int64_t rstep = g.dh * W, cstep = g.dw;
@@ -142,8 +121,9 @@ void CpuBackend::max_pool2d(const Tensor& out, const Tensor& indices, const Tens
       T* op = out.data_ptr<T>();
       I* ip = indices.data_ptr<I>();
       const int64_t HW = g.H * g.W, L = g.Ho * g.Wo;
+      const auto& k = typed_kernels<T>();
       for_planes(x.size(0), L * g.kh * g.kw,
-                 [&](int64_t pl) { max_pool_plane(xp + pl * HW, op + pl * L, ip + pl * L, g); });
+                 [&](int64_t pl) { max_pool_plane(k, xp + pl * HW, op + pl * L, ip + pl * L, g); });
     });
   });
 }
@@ -159,6 +139,15 @@ void CpuBackend::max_pool2d_backward(const Tensor& gx, const Tensor& gy, const T
       const T* gyp = gy.data_ptr<T>();
       const I* ip = indices.data_ptr<I>();
       const int64_t HW = g.H * g.W, L = g.Ho * g.Wo;
+      if constexpr (std::is_same_v<I, uint8_t>) {
+        if (plain_2x2(g)) {  // every element written: no zeroing first
+          const auto& k = typed_kernels<T>();
+          for_planes(gx.size(0), HW + L, [&](int64_t pl) {
+            k.max_pool_2x2_backward(gxp + pl * HW, gyp + pl * L, ip + pl * L, g.H, g.W, g.Ho, g.Wo);
+          });
+          return;
+        }
+      }
       // a tap's place relative to its window's top-left corner (a winner is never in the padding)
       std::vector<int64_t> tap_offset;
       if constexpr (std::is_same_v<I, uint8_t>) {

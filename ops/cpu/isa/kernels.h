@@ -49,6 +49,13 @@ struct TypedKernels {
   // may be null (no momentum).
   void (*sgd)(T* p, const T* g, T* buf, int64_t n, const SgdStep& s);
   void (*adam)(T* p, const T* g, T* m, T* v, int64_t n, const AdamStep& s);
+
+  // ---- 2x2 stride-2 max pooling of one plane, every window inside it (pool.inc): the values and
+  // each window's winning tap (0-3, row-major in the window; NaN wins, then the first of equal
+  // values), and the backward, which writes all H x W elements of gx.
+  void (*max_pool_2x2)(const T* src, T* out, uint8_t* taps, int64_t W, int64_t Ho, int64_t Wo);
+  void (*max_pool_2x2_backward)(T* gx, const T* gy, const uint8_t* taps, int64_t H, int64_t W, int64_t Ho,
+                                int64_t Wo);
 };
 
 struct IsaKernels {
