@@ -52,8 +52,9 @@ struct Conv2dOptions {
 
 // x (N, Cin, H, W), weight (Cout, Cin/groups, kh, kw), bias (Cout) or undefined.
 // Computed as unfold + GEMM over tiles of images whose columns fit conv_workspace_limit(), or, for
-// stride-1 convs on the CPU, by direct kernels without columns (see ConvAlgorithm); the tape keeps
-// x and weight, never the columns, and backward rebuilds them tile by tile.
+// stride-1 convs on the CPU (and strided ones when forced), by direct kernels without columns
+// (see ConvAlgorithm); the tape keeps x and weight, never the columns, and backward rebuilds them
+// tile by tile.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = {},
               const Conv2dOptions& opts = {});
 

@@ -17,7 +17,8 @@ struct Conv2dGeometry {
 };
 
 // How a conv is computed: Auto lets the backend choose per shape (see explain_conv), Gemm forces
-// unfold + GEMM, Direct the CPU's column-free direct kernels wherever they apply (stride 1).
+// unfold + GEMM, Direct the CPU's column-free direct kernels wherever they apply (stride 1, and
+// strided convs with dilation 1 as sums of stride-1 convs on phase planes).
 enum class ConvAlgorithm { Auto, Gemm, Direct };
 
 }  // namespace minigrad

@@ -28,6 +28,7 @@ CpuIsa expected_from_cpuinfo() {
 
 struct Case {
   int64_t N, C, H, W, Cout, kh, kw, pad, dil, groups;
+  int64_t sh = 1, sw = 1;  // stride: the polyphase path
 };
 
 }  // namespace
@@ -68,6 +69,11 @@ TEST_CASE("cpu isa: every level's direct conv kernels agree with unfold + GEMM i
       {2, 40, 9, 7, 13, 3, 3, 1, 1, 1},   {2, 33, 6, 6, 64, 3, 3, 1, 1, 1},   {2, 64, 5, 4, 48, 2, 2, 0, 1, 1},
       {2, 24, 8, 8, 24, 1, 7, 0, 1, 1},   {2, 32, 7, 9, 32, 3, 3, 2, 2, 2},   {3, 16, 10, 10, 16, 3, 3, 1, 1, 16},
       {1, 20, 3, 3, 70, 3, 3, 1, 1, 1},   {2, 9, 12, 5, 7, 5, 1, 2, 1, 1},
+      // strided, as stride-1 convs on phase planes: odd and even sizes, both block kinds, uneven
+      // strides, stride 3, a kernel of 2 taps per axis at stride 2, groups
+      {2, 20, 11, 9, 24, 3, 3, 1, 1, 1, 2, 2}, {2, 7, 8, 8, 5, 3, 3, 1, 1, 1, 2, 2},
+      {2, 16, 9, 10, 32, 3, 3, 0, 1, 1, 1, 2}, {1, 6, 13, 11, 18, 5, 5, 2, 1, 1, 3, 3},
+      {2, 8, 9, 9, 16, 4, 4, 1, 1, 1, 2, 2},   {2, 12, 10, 7, 12, 3, 3, 1, 1, 3, 2, 2},
   };
   const CpuIsa saved = cpu_isa();
   for (size_t ci = 0; ci < cases.size(); ++ci) {
@@ -75,7 +81,7 @@ TEST_CASE("cpu isa: every level's direct conv kernels agree with unfold + GEMM i
     CAPTURE(ci);
     manual_seed(int64_t(ci));
     Tensor x = randn({c.N, c.C, c.H, c.W}, requires_grad()), w = randn({c.Cout, c.C / c.groups, c.kh, c.kw}, requires_grad());
-    const Conv2dOptions o{.padding = c.pad, .dilation = c.dil, .groups = c.groups};
+    const Conv2dOptions o{.stride = {c.sh, c.sw}, .padding = c.pad, .dilation = c.dil, .groups = c.groups};
     Tensor gy;
     auto run = [&](ConvAlgorithm a) {
       set_conv_algorithm(a);
@@ -111,7 +117,9 @@ TEST_CASE("explain_conv says which algorithm runs and why") {
   if (cpu_isa() != CpuIsa::Generic) CHECK(d.find("on cpu: direct: stride 1, 64 outputs and 32 inputs per group") != std::string::npos);
   CHECK(d.find(std::string("[") + cpu_isa_name(cpu_isa()) + "]") != std::string::npos);
   CHECK(d.find("[2, 32, 8, 8]") != std::string::npos);
-  CHECK(explain_conv(x, w3, {.stride = 2, .padding = 1}).find("unfold + GEMM: stride (2, 2)") != std::string::npos);
+  CHECK(explain_conv(x, w3, {.stride = 2, .padding = 1}).find("unfold + GEMM: stride (2, 2); the polyphase direct path") != std::string::npos);
+  CHECK(explain_conv(x, w1, {.stride = 2}).find("unfold + GEMM: stride (2, 2) at least the kernel (1x1)") != std::string::npos);
+  CHECK(explain_conv(x, w3, {.stride = 2, .padding = 2, .dilation = 2}).find("dilation 1 only") != std::string::npos);
   CHECK(explain_conv(x, w1).find("1x1 GEMM") != std::string::npos);
   // the generic level leaves channel-heavy layers to OpenBLAS, keeps the direct kernels for tiny ones
   const CpuIsa saved = cpu_isa();
@@ -123,6 +131,8 @@ TEST_CASE("explain_conv says which algorithm runs and why") {
   CHECK(explain_conv(x, w3, {.padding = 1}).find("forced by set_conv_algorithm(Gemm)") != std::string::npos);
   set_conv_algorithm(ConvAlgorithm::Direct);
   CHECK(explain_conv(x, w1).find("direct: forced") != std::string::npos);
+  CHECK(explain_conv(x, w3, {.stride = 2, .padding = 1}).find("direct, polyphase: forced") != std::string::npos);
+  CHECK(explain_conv(x, w1, {.stride = 2}).find("unfold + GEMM: stride (2, 2) at least the kernel") != std::string::npos);
   set_conv_algorithm(ConvAlgorithm::Auto);
   CHECK_THROWS_WITH_AS(explain_conv(x, randn({64, 16, 3, 3})), doctest::Contains("explain_conv: input of shape"), Error);
 }
