@@ -331,3 +331,67 @@ TEST_CASE("cpu isa: every level's 2x2 max pooling against naive windows (ties, N
       }
   });
 }
+
+TEST_CASE("cpu isa: every level's exp, log, tanh, sigmoid, gelu and pow within a few ulp of libm") {
+  // values over each function's range, special values, and a length with a ragged tail
+  std::vector<double> xs;
+  for (int i = 0; i < 997; ++i) xs.push_back(-30.0 + 60.0 * i / 996.0);
+  for (double v : {0.0, -0.0, 1e-30, -1e-30, 1e-310, 88.0, 89.0, -104.0, 700.0, 710.0, -745.0, 1e30, -1e30})
+    xs.push_back(v);
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::nan("");
+  for (double v : {inf, -inf, nan}) xs.push_back(v);
+  auto ref_gelu = [](double v) { return v * 0.5 * (1 + std::erf(v * M_SQRT1_2)); };
+  auto ref_sigmoid = [](double v) { return v >= 0 ? 1 / (1 + std::exp(-v)) : std::exp(v) / (1 + std::exp(v)); };
+  for_each_cpu_isa([&] {
+    for (DType dt : {kFloat32, kFloat64}) {
+      CAPTURE(dt);
+      const bool f32 = dt == kFloat32;
+      const double ulp = f32 ? 1.2e-7 : 2.3e-16, tiny = f32 ? 1e-37 : 1e-300;
+      Tensor x = from_vector<double>(xs).to(dt);
+      const auto xv = vals(x);  // the inputs as dt holds them
+      // got is within 4 ulp of want (computed in double from the same input), or both are the same
+      // non-finite value; results of a float that overflow or underflow compare as such. gelu's
+      // 1 + erf(x/sqrt 2) cancels for negative x in any precision (PyTorch's formula too): its
+      // error is measured against |x|.
+      auto agree = [&](const Tensor& got, auto ref, const std::string& name, bool against_x = false) {
+        const auto gv = vals(got);
+        int bad = 0;
+        for (size_t i = 0; i < gv.size(); ++i) {
+          double want = ref(xv[i]);
+          if (f32) want = double(float(want));
+          const double scale = against_x ? std::max(std::abs(want), std::abs(xv[i])) : std::abs(want);
+          const bool ok = std::isnan(want) ? std::isnan(gv[i])
+                          : std::isinf(want) ? gv[i] == want
+                                             : std::abs(gv[i] - want) <= 4 * ulp * scale + tiny;
+          if (!ok && bad++ < 3) MESSAGE(name, "(", xv[i], ") = ", gv[i], ", want ", want);
+        }
+        CHECK_MESSAGE(bad == 0, name);
+      };
+      agree(exp(x), [](double v) { return std::exp(v); }, "exp");
+      agree(log(abs(x)), [](double v) { return std::log(std::abs(v)); }, "log");
+      agree(tanh(x), [](double v) { return std::tanh(v); }, "tanh");
+      agree(sigmoid(x), ref_sigmoid, "sigmoid");
+      agree(gelu(x), ref_gelu, "gelu", /*against_x=*/true);
+      agree(pow(abs(x), 1.7), [](double v) { return std::pow(std::abs(v), 1.7); }, "pow");
+      // a strided input runs the same function: the same bits as its contiguous copy
+      Tensor m = randn({40, 33}, dt), mt = m.t();
+      CHECK(vals(tanh(mt)) == vals(tanh(mt.contiguous())));
+      CHECK(vals(gelu(mt)) == vals(gelu(mt.contiguous())));
+      // gelu's and pow's gradients against their derivatives
+      Tensor a = mul(randn({1001}, dt), 3.0).requires_grad_(true), b = add(rand({1001}, dt), 0.1).requires_grad_(true);
+      Tensor ga = randn({1001}, dt);
+      gelu(a).backward(ga);
+      pow(b, 2.5).backward(ga);
+      const auto av = vals(a), bv = vals(b), gv = vals(ga), da = vals(a.grad()), db = vals(b.grad());
+      bool ok = true;
+      for (size_t i = 0; i < av.size(); ++i) {
+        const double v = av[i], pdf = std::exp(-0.5 * v * v) / std::sqrt(2 * M_PI);
+        const double want_a = gv[i] * (0.5 * (1 + std::erf(v * M_SQRT1_2)) + v * pdf);
+        const double want_b = gv[i] * 2.5 * std::pow(bv[i], 1.5);
+        ok = ok && std::abs(da[i] - want_a) <= 16 * ulp * (std::abs(gv[i]) * (1 + std::abs(v))) &&
+             std::abs(db[i] - want_b) <= 16 * ulp * std::abs(want_b) + tiny;
+      }
+      CHECK(ok);
+    }
+  });
+}

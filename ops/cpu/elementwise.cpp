@@ -54,6 +54,77 @@ T sigmoid_of(T x) {
 
 }  // namespace
 
+namespace {
+
+// exp, log, tanh, sigmoid, gelu and x^p (p != 2) on floating tensors: contiguous runs go to the CPU
+// level's vector functions (ops/cpu/isa/pointwise.inc), strided ones through a contiguous copy of
+// each run, so every element gets the same function. False for the other ops.
+template <class T>
+bool vector_transcendental(UnaryOp op, const Tensor& out, const Tensor& x, double p) {
+  Transcendental f;
+  switch (op) {
+    case UnaryOp::Exp: f = Transcendental::Exp; break;
+    case UnaryOp::Log: f = Transcendental::Log; break;
+    case UnaryOp::Tanh: f = Transcendental::Tanh; break;
+    case UnaryOp::Sigmoid: f = Transcendental::Sigmoid; break;
+    case UnaryOp::Gelu: f = Transcendental::Gelu; break;
+    case UnaryOp::Pow:
+      if (p == 2.0) return false;
+      f = Transcendental::Pow;
+      break;
+    default: return false;
+  }
+  const auto& k = typed_kernels<T>();
+  std::array<const Tensor*, 2> ts{&out, &x};
+  for_each<2>(out.sizes(), ts, [&](const std::array<char*, 2>& ptr, const std::array<int64_t, 2>& s, int64_t n) {
+    constexpr int64_t z = sizeof(T);
+    if (s[0] == z && s[1] == z) {
+      k.transcendental(f, reinterpret_cast<T*>(ptr[0]), reinterpret_cast<const T*>(ptr[1]), T(p), n);
+      return;
+    }
+    T buf[256];
+    for (int64_t i0 = 0; i0 < n; i0 += 256) {
+      const int64_t m = std::min<int64_t>(256, n - i0);
+      for (int64_t i = 0; i < m; ++i) buf[i] = *reinterpret_cast<const T*>(ptr[1] + (i0 + i) * s[1]);
+      k.transcendental(f, buf, buf, T(p), m);
+      for (int64_t i = 0; i < m; ++i) *reinterpret_cast<T*>(ptr[0] + (i0 + i) * s[0]) = buf[i];
+    }
+  });
+  return true;
+}
+
+// gelu's and x^p's backward (p != 2), the same way.
+template <class T>
+bool vector_transcendental_backward(UnaryOp op, const Tensor& gx, const Tensor& gy, const Tensor& x, double p) {
+  if (op != UnaryOp::Gelu && !(op == UnaryOp::Pow && p != 2.0)) return false;
+  const auto& k = typed_kernels<T>();
+  auto run = [&](T* g, const T* dy, const T* xv, int64_t n) {
+    if (op == UnaryOp::Gelu) k.gelu_backward(g, dy, xv, n);
+    else k.pow_backward(g, dy, xv, T(p), n);
+  };
+  std::array<const Tensor*, 3> ts{&gx, &gy, &x};
+  for_each<3>(gx.sizes(), ts, [&](const std::array<char*, 3>& ptr, const std::array<int64_t, 3>& s, int64_t n) {
+    constexpr int64_t z = sizeof(T);
+    if (s[0] == z && s[1] == z && s[2] == z) {
+      run(reinterpret_cast<T*>(ptr[0]), reinterpret_cast<const T*>(ptr[1]), reinterpret_cast<const T*>(ptr[2]), n);
+      return;
+    }
+    T bg[256], bx[256];
+    for (int64_t i0 = 0; i0 < n; i0 += 256) {
+      const int64_t m = std::min<int64_t>(256, n - i0);
+      for (int64_t i = 0; i < m; ++i) {
+        bg[i] = *reinterpret_cast<const T*>(ptr[1] + (i0 + i) * s[1]);
+        bx[i] = *reinterpret_cast<const T*>(ptr[2] + (i0 + i) * s[2]);
+      }
+      run(bg, bg, bx, m);
+      for (int64_t i = 0; i < m; ++i) *reinterpret_cast<T*>(ptr[0] + (i0 + i) * s[0]) = bg[i];
+    }
+  });
+  return true;
+}
+
+}  // namespace
+
 void CpuBackend::unary(UnaryOp op, const Tensor& out, const Tensor& x, double p) {
   if (x.dtype() == kInt64) {
     MG_CHECK(op == UnaryOp::Neg || op == UnaryOp::Abs, "unary op on int64 is only neg or abs");
@@ -63,6 +134,7 @@ void CpuBackend::unary(UnaryOp op, const Tensor& out, const Tensor& x, double p)
   }
   visit_floating(x.dtype(), "unary", [&](auto tag) {
     using T = typename decltype(tag)::type;
+    if (vector_transcendental<T>(op, out, x, p)) return;
     const T e = T(p);
     switch (op) {
       case UnaryOp::Neg: return map<T, T>(out, [](T v) { return -v; }, x);
@@ -85,6 +157,7 @@ void CpuBackend::unary_backward(UnaryOp op, const Tensor& gx, const Tensor& gy, 
                                 const Tensor& y, double p) {
   visit_floating(gx.dtype(), "unary_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
+    if (vector_transcendental_backward<T>(op, gx, gy, x, p)) return;
     const T e = T(p);
     switch (op) {
       case UnaryOp::Neg: return map<T, T>(gx, [](T g) { return -g; }, gy);

@@ -5,6 +5,12 @@
 #endif
 
 #include "kernels.h"
+#if defined(MINIGRAD_SLEEF)  // SLEEF's vector math at this level
+#include <sleef.h>
+#define MG_SLEEF_ISA avx2
+#define MG_SLEEF_FW f8
+#define MG_SLEEF_DW d4
+#endif
 
 #if !defined(__AVX2__) || !defined(__FMA__)
 #error "ops/cpu/isa/avx2.cpp must be compiled with -mavx2 -mfma"

@@ -5,6 +5,12 @@
 #endif
 
 #include "kernels.h"
+#if defined(MINIGRAD_SLEEF)  // SLEEF's vector math at this level
+#include <sleef.h>
+#define MG_SLEEF_ISA avx512f
+#define MG_SLEEF_FW f16
+#define MG_SLEEF_DW d8
+#endif
 
 #if !defined(__AVX512F__) || !defined(__FMA__)
 #error "ops/cpu/isa/avx512.cpp must be compiled with -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma"

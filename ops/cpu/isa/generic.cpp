@@ -7,6 +7,16 @@
 #endif
 
 #include "kernels.h"
+#if defined(MINIGRAD_SLEEF)  // SLEEF's vector math at this level: sse2 on x86-64, advsimd on AArch64
+#include <sleef.h>
+#if defined(__aarch64__)
+#define MG_SLEEF_ISA advsimd
+#else
+#define MG_SLEEF_ISA sse2
+#endif
+#define MG_SLEEF_FW f4
+#define MG_SLEEF_DW d2
+#endif
 
 #define MG_ISA_NS isa_generic
 #define MG_ISA_TABLE table

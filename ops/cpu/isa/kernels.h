@@ -13,8 +13,9 @@
 
 namespace minigrad::cpu {
 
-// The elementwise arithmetic of the per-level kernels.
+// The elementwise arithmetic of the per-level kernels, and their transcendental functions.
 enum class Arith : int { Add, Sub, Mul, Div };
+enum class Transcendental : int { Exp, Log, Tanh, Sigmoid, Gelu, Pow };
 
 // One dtype's kernels; every buffer contiguous.
 template <class T>
@@ -49,6 +50,11 @@ struct TypedKernels {
   // may be null (no momentum).
   void (*sgd)(T* p, const T* g, T* buf, int64_t n, const SgdStep& s);
   void (*adam)(T* p, const T* g, T* m, T* v, int64_t n, const AdamStep& s);
+  // y = f(x) (p: Pow's exponent; y may be x), and the backward of gelu and x^e: with SLEEF's vector
+  // functions (1.0 ulp) in builds that have it (MINIGRAD_SLEEF), libm's per lane otherwise.
+  void (*transcendental)(Transcendental f, T* y, const T* x, T p, int64_t n);
+  void (*gelu_backward)(T* gx, const T* gy, const T* x, int64_t n);
+  void (*pow_backward)(T* gx, const T* gy, const T* x, T e, int64_t n);
 
   // ---- 2x2 stride-2 max pooling of one plane, every window inside it (pool.inc): the values and
   // each window's winning tap (0-3, row-major in the window; NaN wins, then the first of equal
