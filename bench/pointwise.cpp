@@ -1,8 +1,8 @@
 // The memory-bound kernels of a training step, timed through the public ops at every CPU ISA level
 // this CPU has: reductions (sum, per-channel sum), batch norm forward and backward, elementwise
-// arithmetic, exp/tanh/sigmoid/gelu, 2x2 max pooling and the SGD and Adam steps. The sizes are
-// those of the CIFAR CNN's 32x32 layers at batch 64 (2M floats, 8 MB: past L2, in L3 on most
-// CPUs) and of a small tensor that stays in L2.
+// arithmetic, exp/tanh/sigmoid/gelu, log_softmax, 2x2 max pooling and the SGD and Adam steps.
+// The sizes are those of the CIFAR CNN's 32x32 layers at batch 64 (2M floats, 8 MB: past L2, in
+// L3 on most CPUs) and of a small tensor that stays in L2.
 // Usage: bench_pointwise [threads] [--level=generic|avx2|avx512] [--only=text]   (prints a markdown
 // table; --only keeps the ops whose name contains text)
 #include <minigrad/minigrad.h>
@@ -58,6 +58,12 @@ std::vector<Case> cases(int64_t N, int64_t C, int64_t S) {
   cs.push_back({"exp(x)", 2 * fb, [x] { (void)exp(*x); }});
   cs.push_back({"tanh(x)", 2 * fb, [x] { (void)tanh(*x); }});
   cs.push_back({"sigmoid(x)", 2 * fb, [x] { (void)sigmoid(*x); }});
+  auto xr = std::make_shared<Tensor>(randn({N * C, S * S}).requires_grad_());
+  auto gr = std::make_shared<Tensor>(randn({N * C, S * S}));
+  cs.push_back({"log_softmax rows forward + backward", 5 * fb, [=] {
+                  log_softmax(*xr, 1).backward(*gr);
+                  xr->zero_grad();
+                }});
   auto xg = std::make_shared<Tensor>(randn({N, C, S, S}).requires_grad_());
   auto gg = std::make_shared<Tensor>(randn({N, C, S, S}));
   cs.push_back({"gelu forward + backward", 5 * fb, [=] {

@@ -395,3 +395,47 @@ TEST_CASE("cpu isa: every level's exp, log, tanh, sigmoid, gelu and pow within a
     }
   });
 }
+
+TEST_CASE("cpu isa: every level's softmax and log_softmax rows against a double reference") {
+  for_each_cpu_isa([&] {
+    for (DType dt : {kFloat32, kFloat64})
+      for (int64_t n : {1, 3, 10, 16, 17, 100, 1001}) {
+        CAPTURE(dt);
+        CAPTURE(n);
+        const double tol = dt == kFloat32 ? 2e-6 : 1e-14;
+        // large offsets (the max is subtracted first), a -inf entry, 3 rows
+        Tensor x = add(mul(randn({3, n}, dt), 4.0), 500.0);
+        if (n > 2) x = where(eq(arange(0, 3 * n, 1, TensorOptions(kInt64)).view({3, n}), full({1}, 1, TensorOptions(kInt64))),
+                             full({1}, -std::numeric_limits<double>::infinity(), TensorOptions(dt)), x);
+        Tensor xs = x.detach().requires_grad_(true), xl = x.detach().requires_grad_(true);
+        Tensor s = softmax(xs, 1), l = log_softmax(xl, 1);
+        Tensor g = randn({3, n}, dt);
+        s.backward(g);
+        l.backward(g);
+        const auto xv = vals(x), sv = vals(s), lv = vals(l), gv = vals(g), gs = vals(xs.grad()), gl = vals(xl.grad());
+        bool ok = true;
+        for (int64_t r = 0; r < 3; ++r) {
+          double mx = -std::numeric_limits<double>::infinity(), sum = 0, sg = 0, sgy = 0;
+          for (int64_t i = 0; i < n; ++i) mx = std::max(mx, xv[size_t(r * n + i)]);
+          for (int64_t i = 0; i < n; ++i) sum += std::exp(xv[size_t(r * n + i)] - mx);
+          for (int64_t i = 0; i < n; ++i) {
+            const size_t k = size_t(r * n + i);
+            const double p = std::exp(xv[k] - mx) / sum;
+            sg += gv[k];
+            sgy += gv[k] * p;
+          }
+          for (int64_t i = 0; i < n; ++i) {
+            const size_t k = size_t(r * n + i);
+            const double p = std::exp(xv[k] - mx) / sum, lp = xv[k] - mx - std::log(sum);
+            // log_softmax subtracts max + log(sum), rounded at the scale of the max
+            ok = ok && std::abs(sv[k] - p) <= tol * (1 + p) &&
+                 (std::isinf(lp) ? lv[k] == lp : std::abs(lv[k] - lp) <= tol * (1 + std::abs(lp) + std::abs(mx)));
+            ok = ok && std::abs(gs[k] - p * (gv[k] - sgy)) <= 4 * tol * (1 + std::abs(gv[k]));
+            // log_softmax's backward takes p = exp(its output): p carries that output's rounding
+            ok = ok && std::abs(gl[k] - (gv[k] - p * sg)) <= 4 * tol * (1 + std::abs(sg) * (1 + std::abs(mx)));
+          }
+        }
+        CHECK(ok);
+      }
+  });
+}

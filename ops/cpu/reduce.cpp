@@ -239,6 +239,13 @@ void CpuBackend::softmax(const Tensor& out, const Tensor& x, int64_t dim, bool l
     const T* xp = x.data_ptr<T>();
     T* op = out.data_ptr<T>();
     const int64_t rows = g.outer * g.inner;
+    if (g.inner == 1) {  // contiguous rows: the CPU level's vector kernel (ops/cpu/isa/pointwise.inc)
+      const auto& k = typed_kernels<T>();
+      parallel_for(0, rows, grain_for(g.n), [&](int64_t r0_, int64_t r1_) {
+        for (int64_t r = r0_; r < r1_; ++r) k.softmax_row(op + r * g.n, xp + r * g.n, g.n, log);
+      });
+      return;
+    }
     parallel_for(0, rows, grain_for(g.n), [&](int64_t r0_, int64_t r1_) {
       for (int64_t r = r0_; r < r1_; ++r) {
         const int64_t base = (r / g.inner) * g.n * g.inner + r % g.inner, st = g.inner;
@@ -271,6 +278,13 @@ void CpuBackend::softmax_backward(const Tensor& gx, const Tensor& gy, const Tens
     const T* yp = y.data_ptr<T>();
     T* gxp = gx.data_ptr<T>();
     const int64_t rows = g.outer * g.inner;
+    if (g.inner == 1) {
+      const auto& k = typed_kernels<T>();
+      parallel_for(0, rows, grain_for(g.n), [&](int64_t r0_, int64_t r1_) {
+        for (int64_t r = r0_; r < r1_; ++r) k.softmax_row_backward(gxp + r * g.n, gyp + r * g.n, yp + r * g.n, g.n, log);
+      });
+      return;
+    }
     parallel_for(0, rows, grain_for(g.n), [&](int64_t r0_, int64_t r1_) {
       for (int64_t r = r0_; r < r1_; ++r) {
         const int64_t base = (r / g.inner) * g.n * g.inner + r % g.inner, st = g.inner;

@@ -55,6 +55,9 @@ struct TypedKernels {
   void (*transcendental)(Transcendental f, T* y, const T* x, T p, int64_t n);
   void (*gelu_backward)(T* gx, const T* gy, const T* x, int64_t n);
   void (*pow_backward)(T* gx, const T* gy, const T* x, T e, int64_t n);
+  // softmax (log: log_softmax) of one contiguous row of n, and its backward from the output y.
+  void (*softmax_row)(T* y, const T* x, int64_t n, bool log);
+  void (*softmax_row_backward)(T* gx, const T* gy, const T* y, int64_t n, bool log);
 
   // ---- 2x2 stride-2 max pooling of one plane, every window inside it (pool.inc): the values and
   // each window's winning tap (0-3, row-major in the window; NaN wins, then the first of equal
