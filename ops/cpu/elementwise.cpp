@@ -44,18 +44,6 @@ void CpuBackend::fill(const Tensor& dst, double value) {
 
 namespace {
 
-template <class T>
-T gelu_cdf(T x) { return T(0.5) * (T(1) + std::erf(x * T(M_SQRT1_2))); }
-
-template <class T>
-T sigmoid_of(T x) {
-  return x >= T(0) ? T(1) / (T(1) + std::exp(-x)) : std::exp(x) / (T(1) + std::exp(x));
-}
-
-}  // namespace
-
-namespace {
-
 // exp, log, tanh, sigmoid, gelu and x^p (p != 2) on floating tensors: contiguous runs go to the CPU
 // level's vector functions (ops/cpu/isa/pointwise.inc), strided ones through a contiguous copy of
 // each run, so every element gets the same function. False for the other ops.
@@ -134,21 +122,18 @@ void CpuBackend::unary(UnaryOp op, const Tensor& out, const Tensor& x, double p)
   }
   visit_floating(x.dtype(), "unary", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (vector_transcendental<T>(op, out, x, p)) return;
-    const T e = T(p);
+    if (vector_transcendental<T>(op, out, x, p)) return;  // exp, log, tanh, sigmoid, gelu, pow
     switch (op) {
       case UnaryOp::Neg: return map<T, T>(out, [](T v) { return -v; }, x);
-      case UnaryOp::Exp: return map<T, T>(out, [](T v) { return std::exp(v); }, x);
-      case UnaryOp::Log: return map<T, T>(out, [](T v) { return std::log(v); }, x);
       case UnaryOp::Sqrt: return map<T, T>(out, [](T v) { return std::sqrt(v); }, x);
       case UnaryOp::Abs: return map<T, T>(out, [](T v) { return std::abs(v); }, x);
-      case UnaryOp::Pow:
-        if (p == 2.0) return map<T, T>(out, [](T v) { return v * v; }, x);
-        return map<T, T>(out, [e](T v) { return std::pow(v, e); }, x);
+      case UnaryOp::Pow: return map<T, T>(out, [](T v) { return v * v; }, x);  // p == 2
       case UnaryOp::Relu: return map<T, T>(out, [](T v) { return v > T(0) ? v : T(0); }, x);
-      case UnaryOp::Sigmoid: return map<T, T>(out, [](T v) { return sigmoid_of(v); }, x);
-      case UnaryOp::Tanh: return map<T, T>(out, [](T v) { return std::tanh(v); }, x);
-      case UnaryOp::Gelu: return map<T, T>(out, [](T v) { return v * gelu_cdf(v); }, x);
+      case UnaryOp::Exp:
+      case UnaryOp::Log:
+      case UnaryOp::Sigmoid:
+      case UnaryOp::Tanh:
+      case UnaryOp::Gelu: break;  // taken above
     }
   });
 }
@@ -157,8 +142,7 @@ void CpuBackend::unary_backward(UnaryOp op, const Tensor& gx, const Tensor& gy, 
                                 const Tensor& y, double p) {
   visit_floating(gx.dtype(), "unary_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (vector_transcendental_backward<T>(op, gx, gy, x, p)) return;
-    const T e = T(p);
+    if (vector_transcendental_backward<T>(op, gx, gy, x, p)) return;  // gelu, pow but p == 2
     switch (op) {
       case UnaryOp::Neg: return map<T, T>(gx, [](T g) { return -g; }, gy);
       case UnaryOp::Exp: return map<T, T, T>(gx, [](T g, T yv) { return g * yv; }, gy, y);
@@ -166,17 +150,12 @@ void CpuBackend::unary_backward(UnaryOp op, const Tensor& gx, const Tensor& gy, 
       case UnaryOp::Sqrt: return map<T, T, T>(gx, [](T g, T yv) { return g / (T(2) * yv); }, gy, y);
       case UnaryOp::Abs:
         return map<T, T, T>(gx, [](T g, T xv) { return xv > T(0) ? g : xv < T(0) ? -g : T(0); }, gy, x);
-      case UnaryOp::Pow:
-        return map<T, T, T>(gx, [e](T g, T xv) { return g * e * std::pow(xv, e - T(1)); }, gy, x);
+      case UnaryOp::Pow: return map<T, T, T>(gx, [](T g, T xv) { return g * T(2) * xv; }, gy, x);  // p == 2
       case UnaryOp::Relu: MG_FAIL("unary_backward: relu's backward is relu_mask_backward"); break;
       case UnaryOp::Sigmoid:
         return map<T, T, T>(gx, [](T g, T yv) { return g * yv * (T(1) - yv); }, gy, y);
       case UnaryOp::Tanh: return map<T, T, T>(gx, [](T g, T yv) { return g * (T(1) - yv * yv); }, gy, y);
-      case UnaryOp::Gelu:
-        return map<T, T, T>(gx, [](T g, T xv) {
-          const T pdf = std::exp(T(-0.5) * xv * xv) * T(0.3989422804014327);
-          return g * (gelu_cdf(xv) + xv * pdf);
-        }, gy, x);
+      case UnaryOp::Gelu: break;  // taken above
     }
   });
 }
