@@ -377,6 +377,12 @@ TEST_CASE("cpu isa: every level's exp, log, tanh, sigmoid, gelu and pow within a
       Tensor m = randn({40, 33}, dt), mt = m.t();
       CHECK(vals(tanh(mt)) == vals(tanh(mt.contiguous())));
       CHECK(vals(gelu(mt)) == vals(gelu(mt.contiguous())));
+      Tensor st = mt.detach().requires_grad_(true), ct = mt.contiguous().detach().requires_grad_(true);
+      CHECK_FALSE(st.is_contiguous());
+      Tensor gt = randn({33, 40}, dt);
+      gelu(st).backward(gt);
+      gelu(ct).backward(gt);
+      CHECK(vals(st.grad()) == vals(ct.grad()));
       // gelu's and pow's gradients against their derivatives
       Tensor a = mul(randn({1001}, dt), 3.0).requires_grad_(true), b = add(rand({1001}, dt), 0.1).requires_grad_(true);
       Tensor ga = randn({1001}, dt);

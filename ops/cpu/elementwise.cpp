@@ -44,9 +44,35 @@ void CpuBackend::fill(const Tensor& dst, double value) {
 
 namespace {
 
-// exp, log, tanh, sigmoid, gelu and x^p (p != 2) on floating tensors: contiguous runs go to the CPU
-// level's vector functions (ops/cpu/isa/pointwise.inc), strided ones through a contiguous copy of
-// each run, so every element gets the same function. False for the other ops.
+// Runs kernel(ptrs, n) on every run of for_each over ts (the output first, then the inputs):
+// contiguous runs in place, strided ones through contiguous copies of 256 elements at a time, so
+// every element goes through the same vector kernel.
+template <class T, size_t N, class K>
+void through_contiguous(const std::array<const Tensor*, N>& ts, K&& kernel) {
+  for_each<N>(ts[0]->sizes(), ts, [&](const std::array<char*, N>& ptr, const std::array<int64_t, N>& s, int64_t n) {
+    std::array<T*, N> p;
+    bool contiguous = true;
+    for (size_t k = 0; k < N; ++k) {
+      p[k] = reinterpret_cast<T*>(ptr[k]);
+      contiguous = contiguous && s[k] == int64_t(sizeof(T));
+    }
+    if (contiguous) return kernel(p, n);
+    constexpr int64_t B = 256;
+    T buf[N][B];
+    std::array<T*, N> b;
+    for (size_t k = 0; k < N; ++k) b[k] = buf[k];
+    for (int64_t i0 = 0; i0 < n; i0 += B) {
+      const int64_t m = std::min<int64_t>(B, n - i0);
+      for (size_t k = 1; k < N; ++k)
+        for (int64_t i = 0; i < m; ++i) buf[k][i] = *reinterpret_cast<const T*>(ptr[k] + (i0 + i) * s[k]);
+      kernel(b, m);
+      for (int64_t i = 0; i < m; ++i) *reinterpret_cast<T*>(ptr[0] + (i0 + i) * s[0]) = buf[0][i];
+    }
+  });
+}
+
+// exp, log, tanh, sigmoid, gelu and x^p (p != 2) on floating tensors: the CPU level's vector
+// functions (ops/cpu/isa/pointwise.inc). False for the other ops.
 template <class T>
 bool vector_transcendental(UnaryOp op, const Tensor& out, const Tensor& x, double p) {
   Transcendental f;
@@ -63,20 +89,8 @@ bool vector_transcendental(UnaryOp op, const Tensor& out, const Tensor& x, doubl
     default: return false;
   }
   const auto& k = typed_kernels<T>();
-  std::array<const Tensor*, 2> ts{&out, &x};
-  for_each<2>(out.sizes(), ts, [&](const std::array<char*, 2>& ptr, const std::array<int64_t, 2>& s, int64_t n) {
-    constexpr int64_t z = sizeof(T);
-    if (s[0] == z && s[1] == z) {
-      k.transcendental(f, reinterpret_cast<T*>(ptr[0]), reinterpret_cast<const T*>(ptr[1]), T(p), n);
-      return;
-    }
-    T buf[256];
-    for (int64_t i0 = 0; i0 < n; i0 += 256) {
-      const int64_t m = std::min<int64_t>(256, n - i0);
-      for (int64_t i = 0; i < m; ++i) buf[i] = *reinterpret_cast<const T*>(ptr[1] + (i0 + i) * s[1]);
-      k.transcendental(f, buf, buf, T(p), m);
-      for (int64_t i = 0; i < m; ++i) *reinterpret_cast<T*>(ptr[0] + (i0 + i) * s[0]) = buf[i];
-    }
+  through_contiguous<T, 2>({&out, &x}, [&](const std::array<T*, 2>& q, int64_t n) {
+    k.transcendental(f, q[0], q[1], T(p), n);
   });
   return true;
 }
@@ -86,27 +100,9 @@ template <class T>
 bool vector_transcendental_backward(UnaryOp op, const Tensor& gx, const Tensor& gy, const Tensor& x, double p) {
   if (op != UnaryOp::Gelu && !(op == UnaryOp::Pow && p != 2.0)) return false;
   const auto& k = typed_kernels<T>();
-  auto run = [&](T* g, const T* dy, const T* xv, int64_t n) {
-    if (op == UnaryOp::Gelu) k.gelu_backward(g, dy, xv, n);
-    else k.pow_backward(g, dy, xv, T(p), n);
-  };
-  std::array<const Tensor*, 3> ts{&gx, &gy, &x};
-  for_each<3>(gx.sizes(), ts, [&](const std::array<char*, 3>& ptr, const std::array<int64_t, 3>& s, int64_t n) {
-    constexpr int64_t z = sizeof(T);
-    if (s[0] == z && s[1] == z && s[2] == z) {
-      run(reinterpret_cast<T*>(ptr[0]), reinterpret_cast<const T*>(ptr[1]), reinterpret_cast<const T*>(ptr[2]), n);
-      return;
-    }
-    T bg[256], bx[256];
-    for (int64_t i0 = 0; i0 < n; i0 += 256) {
-      const int64_t m = std::min<int64_t>(256, n - i0);
-      for (int64_t i = 0; i < m; ++i) {
-        bg[i] = *reinterpret_cast<const T*>(ptr[1] + (i0 + i) * s[1]);
-        bx[i] = *reinterpret_cast<const T*>(ptr[2] + (i0 + i) * s[2]);
-      }
-      run(bg, bg, bx, m);
-      for (int64_t i = 0; i < m; ++i) *reinterpret_cast<T*>(ptr[0] + (i0 + i) * s[0]) = bg[i];
-    }
+  through_contiguous<T, 3>({&gx, &gy, &x}, [&](const std::array<T*, 3>& q, int64_t n) {
+    if (op == UnaryOp::Gelu) k.gelu_backward(q[0], q[1], q[2], n);
+    else k.pow_backward(q[0], q[1], q[2], T(p), n);
   });
   return true;
 }
