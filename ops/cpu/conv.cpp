@@ -54,13 +54,18 @@ std::vector<Phase> phases_of(const Conv2dGeometry& g) {
   return ps;
 }
 
+// Elements of one input plane's phase planes, all phases together.
+int64_t phase_plane_elems(const std::vector<Phase>& ps) {
+  int64_t n = 0;
+  for (const Phase& p : ps) n += p.q.H * p.q.W;
+  return n;
+}
+
 // Images per tile: a tile's phase planes (and, for the forward, one output tile) within the conv
 // workspace limit; at least one image.
 int64_t phase_tile(const Conv2dGeometry& g, const std::vector<Phase>& ps, int64_t out_per_image, size_t elem,
                    int64_t N) {
-  int64_t plane = 0;
-  for (const Phase& p : ps) plane += g.C * p.q.H * p.q.W;
-  const int64_t per_image = (plane + out_per_image) * int64_t(elem);
+  const int64_t per_image = (g.C * phase_plane_elems(ps) + out_per_image) * int64_t(elem);
   return std::clamp<int64_t>(int64_t(conv_workspace_limit()) / std::max<int64_t>(per_image, 1), 1, std::max<int64_t>(N, 1));
 }
 
@@ -75,9 +80,7 @@ inline void inside_columns(int64_t s, int64_t off, int64_t W, int64_t n, int64_t
 // each input plane is read from cache for all of its phases.
 template <class T>
 void gather_phases(T* const* P, const T* x, int64_t planes, const Conv2dGeometry& g, const std::vector<Phase>& ps) {
-  int64_t per_plane = 0;
-  for (const Phase& ph : ps) per_plane += ph.q.H * ph.q.W;
-  parallel_for(0, planes, grain_for(per_plane), [&](int64_t p0, int64_t p1) {
+  parallel_for(0, planes, grain_for(phase_plane_elems(ps)), [&](int64_t p0, int64_t p1) {
     for (int64_t pl = p0; pl < p1; ++pl) {
       const T* src = x + pl * g.H * g.W;
       for (size_t f = 0; f < ps.size(); ++f) {
@@ -132,62 +135,72 @@ void scatter_phases(T* dx, const T* const* dP, int64_t planes, const Conv2dGeome
   });
 }
 
-// w_ab (O, Cg, q.kh, q.kw) = phase (a, b)'s taps of w (O, Cg, kh, kw), and back.
+// A workspace from minigrad's caching allocator (reused from call to call, not zeroed) holding one
+// block per phase, block f of size(ps[f]) elements at at[f].
 template <class T>
-void gather_taps(T* wp, const T* w, int64_t OC, const Conv2dGeometry& g, const Phase& ph) {
-  for (int64_t oc = 0; oc < OC; ++oc)
-    for (int64_t i = 0; i < ph.q.kh; ++i)
-      for (int64_t j = 0; j < ph.q.kw; ++j)
-        wp[(oc * ph.q.kh + i) * ph.q.kw + j] = w[(oc * g.kh + ph.a + g.sh * i) * g.kw + ph.b + g.sw * j];
-}
-template <class T>
-void scatter_taps(T* w, const T* wp, int64_t OC, const Conv2dGeometry& g, const Phase& ph) {
-  for (int64_t oc = 0; oc < OC; ++oc)
-    for (int64_t i = 0; i < ph.q.kh; ++i)
-      for (int64_t j = 0; j < ph.q.kw; ++j)
-        w[(oc * g.kh + ph.a + g.sh * i) * g.kw + ph.b + g.sw * j] = wp[(oc * ph.q.kh + i) * ph.q.kw + j];
-}
-
-// A workspace of n elements of T from minigrad's caching allocator (reused from call to call, not
-// zeroed).
-template <class T>
-Tensor workspace(int64_t n) {
-  return empty({std::max<int64_t>(n, 1)}, TensorOptions(dtype_of<T>()));
-}
-
-// The phase planes of t images, one after another in one workspace.
-template <class T>
-struct PhasePlanes {
+struct PerPhase {
   Tensor buf;
   std::vector<T*> at;
-  PhasePlanes(const std::vector<Phase>& ps, int64_t planes) {
+  template <class F>
+  PerPhase(const std::vector<Phase>& ps, F&& size) {
     int64_t n = 0;
-    for (const Phase& ph : ps) n += planes * ph.q.H * ph.q.W;
-    buf = workspace<T>(n);
+    for (const Phase& ph : ps) n += size(ph);
+    buf = empty({std::max<int64_t>(n, 1)}, TensorOptions(dtype_of<T>()));
     T* p = buf.data_ptr<T>();
     for (const Phase& ph : ps) {
       at.push_back(p);
-      p += planes * ph.q.H * ph.q.W;
+      p += size(ph);
     }
   }
 };
 
+// Each phase's planes for `planes` input planes.
+template <class T>
+PerPhase<T> phase_planes(const std::vector<Phase>& ps, int64_t planes) {
+  return PerPhase<T>(ps, [&](const Phase& ph) { return planes * ph.q.H * ph.q.W; });
+}
+
+// w_f (OC, q.kh, q.kw) = phase f's taps of w (OC rows of kh x kw), for every phase; and back.
+template <class T>
+PerPhase<T> gather_taps(const T* w, int64_t OC, const Conv2dGeometry& g, const std::vector<Phase>& ps) {
+  PerPhase<T> wp(ps, [&](const Phase& ph) { return OC * ph.q.kh * ph.q.kw; });
+  for (size_t f = 0; f < ps.size(); ++f) {
+    const Phase& ph = ps[f];
+    for (int64_t oc = 0; oc < OC; ++oc)
+      for (int64_t i = 0; i < ph.q.kh; ++i)
+        for (int64_t j = 0; j < ph.q.kw; ++j)
+          wp.at[f][(oc * ph.q.kh + i) * ph.q.kw + j] = w[(oc * g.kh + ph.a + g.sh * i) * g.kw + ph.b + g.sw * j];
+  }
+  return wp;
+}
+template <class T>
+void scatter_taps(T* w, const PerPhase<T>& wp, int64_t OC, const Conv2dGeometry& g, const std::vector<Phase>& ps) {
+  for (size_t f = 0; f < ps.size(); ++f) {
+    const Phase& ph = ps[f];
+    for (int64_t oc = 0; oc < OC; ++oc)
+      for (int64_t i = 0; i < ph.q.kh; ++i)
+        for (int64_t j = 0; j < ph.q.kw; ++j)
+          w[(oc * g.kh + ph.a + g.sh * i) * g.kw + ph.b + g.sw * j] = wp.at[f][(oc * ph.q.kh + i) * ph.q.kw + j];
+  }
+}
+
+// The phase taps are gathered once a call and the workspaces taken once, for the first (largest)
+// tile; each tile reuses them.
 template <class T>
 void polyphase_forward(const TypedKernels<T>& k, T* y, const T* x, const T* w, int64_t N, int64_t G, int64_t Cout,
                        const Conv2dGeometry& g) {
   const std::vector<Phase> ps = phases_of(g);
   const int64_t OC = Cout * (g.C / G), L = Cout * g.Ho * g.Wo, t_max = phase_tile(g, ps, L, sizeof(T), N);
-  Tensor wbuf = workspace<T>(OC * g.kh * g.kw), part = workspace<T>(std::min(t_max, N) * L);
-  T* wp = wbuf.data_ptr<T>();
+  const PerPhase<T> wp = gather_taps(w, OC, g, ps);
+  const PerPhase<T> P = phase_planes<T>(ps, std::min(t_max, N) * g.C);
+  Tensor part = empty({std::max<int64_t>(std::min(t_max, N) * L, 1)}, TensorOptions(dtype_of<T>()));
   for (int64_t n0 = 0; n0 < N; n0 += t_max) {
     const int64_t t = std::min(t_max, N - n0);
     T* yt = y + n0 * L;
-    PhasePlanes<T> P(ps, t * g.C);
     gather_phases(P.at.data(), x + n0 * g.C * g.H * g.W, t * g.C, g, ps);
     for (size_t f = 0; f < ps.size(); ++f) {
-      gather_taps(wp, w, OC, g, ps[f]);
       T* out = f == 0 ? yt : part.data_ptr<T>();
-      k.conv_forward(out, P.at[f], wp, t, G, Cout, ps[f].q);
+      k.conv_forward(out, P.at[f], wp.at[f], t, G, Cout, ps[f].q);
       if (f == 0) continue;
       parallel_for(0, t * L, kParallelGrain, [&](int64_t b, int64_t e) {
         k.arith(Arith::Add, yt + b, yt + b, 1, out + b, 1, T(1), e - b);
@@ -201,15 +214,12 @@ void polyphase_data(const TypedKernels<T>& k, T* dx, const T* gy, const T* w, in
                     const Conv2dGeometry& g) {
   const std::vector<Phase> ps = phases_of(g);
   const int64_t OC = Cout * (g.C / G), X = g.C * g.H * g.W, t_max = phase_tile(g, ps, 0, sizeof(T), N);
-  Tensor wbuf = workspace<T>(OC * g.kh * g.kw);
-  T* wp = wbuf.data_ptr<T>();
+  const PerPhase<T> wp = gather_taps(w, OC, g, ps);
+  const PerPhase<T> dP = phase_planes<T>(ps, std::min(t_max, N) * g.C);
   for (int64_t n0 = 0; n0 < N; n0 += t_max) {
     const int64_t t = std::min(t_max, N - n0);
-    PhasePlanes<T> dP(ps, t * g.C);
-    for (size_t f = 0; f < ps.size(); ++f) {
-      gather_taps(wp, w, OC, g, ps[f]);
-      k.conv_data(dP.at[f], gy + n0 * Cout * g.Ho * g.Wo, wp, t, G, Cout, ps[f].q);
-    }
+    for (size_t f = 0; f < ps.size(); ++f)
+      k.conv_data(dP.at[f], gy + n0 * Cout * g.Ho * g.Wo, wp.at[f], t, G, Cout, ps[f].q);
     scatter_phases(dx + n0 * X, dP.at.data(), t * g.C, g, ps);
   }
 }
@@ -219,22 +229,15 @@ void polyphase_weight(const TypedKernels<T>& k, T* dw, const T* gy, const T* x, 
                       const Conv2dGeometry& g) {
   const std::vector<Phase> ps = phases_of(g);
   const int64_t OC = Cout * (g.C / G), t_max = phase_tile(g, ps, 0, sizeof(T), N);
-  // each phase's taps, starting from dw's own (the kernel adds into them)
-  Tensor wbuf = workspace<T>(OC * g.kh * g.kw);
-  std::vector<T*> wp;
-  for (T* p = wbuf.data_ptr<T>(); const Phase& ph : ps) {
-    wp.push_back(p);
-    gather_taps(p, dw, OC, g, ph);
-    p += OC * ph.q.kh * ph.q.kw;
-  }
+  const PerPhase<T> wp = gather_taps(dw, OC, g, ps);  // from dw's own values: the kernel adds into them
+  const PerPhase<T> P = phase_planes<T>(ps, std::min(t_max, N) * g.C);
   for (int64_t n0 = 0; n0 < N; n0 += t_max) {
     const int64_t t = std::min(t_max, N - n0);
-    PhasePlanes<T> P(ps, t * g.C);
     gather_phases(P.at.data(), x + n0 * g.C * g.H * g.W, t * g.C, g, ps);
     for (size_t f = 0; f < ps.size(); ++f)
-      k.conv_weight(wp[f], gy + n0 * Cout * g.Ho * g.Wo, P.at[f], t, G, Cout, ps[f].q);
+      k.conv_weight(wp.at[f], gy + n0 * Cout * g.Ho * g.Wo, P.at[f], t, G, Cout, ps[f].q);
   }
-  for (size_t f = 0; f < ps.size(); ++f) scatter_taps(dw, wp[f], OC, g, ps[f]);
+  scatter_taps(dw, wp, OC, g, ps);
 }
 
 bool strided(const Conv2dGeometry& g) { return g.sh != 1 || g.sw != 1; }
