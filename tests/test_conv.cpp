@@ -191,6 +191,33 @@ TEST_CASE("conv2d: bad input") {
   CHECK_ERROR(Padding2("full"), "padding", "full");
 }
 
+// GCC 12.2 tuning for Intel's AVX-512 cores stored one broadcast over two members of such structs
+// (cmake/gcc_slp_check.cpp; CMakeLists.txt builds with -fno-tree-slp-vectorize where it does):
+// {.stride = 2} arrived with padding 2 as well. Every option struct, built the way users build them.
+TEST_CASE("option structs built with designated initializers keep their other defaults") {
+  nn::ConvTranspose2d up(4, 2, 2, {.stride = 2});
+  CHECK(up.options.stride.h == 2);
+  CHECK(up.options.stride.w == 2);
+  CHECK(up.options.padding.h == 0);
+  CHECK(up.options.padding.w == 0);
+  CHECK(up.options.output_padding.h == 0);
+  CHECK(up.options.dilation.h == 1);
+  CHECK(up.options.dilation.w == 1);
+  CHECK(up.options.groups == 1);
+  CHECK(up(ones({1, 4, 4, 4})).sizes() == Shape{1, 2, 8, 8});
+  nn::Conv2d conv(2, 4, 3, {.stride = 2});
+  CHECK(conv.options.padding.h == 0);
+  CHECK(conv.options.padding.w == 0);
+  CHECK(conv.options.dilation.h == 1);
+  CHECK(conv.options.groups == 1);
+  CHECK(conv(ones({1, 2, 7, 7})).sizes() == Shape{1, 4, 3, 3});
+  CHECK(unfold(ones({1, 1, 5, 5}), {.kernel_size = 3}).sizes() == Shape{1, 9, 9});
+  CHECK(unfold(ones({1, 1, 5, 5}), {.kernel_size = 2, .stride = 3}).sizes() == Shape{1, 4, 4});
+  CHECK(conv_transpose2d(ones({1, 4, 3, 3}), ones({4, 2, 3, 3}), {}, {.stride = 2}).sizes() == Shape{1, 2, 7, 7});
+  CHECK(max_pool2d(ones({1, 1, 6, 6}), {.kernel_size = 3}).sizes() == Shape{1, 1, 2, 2});
+  CHECK(avg_pool2d(ones({1, 1, 6, 6}), {.kernel_size = 2}).sizes() == Shape{1, 1, 3, 3});
+}
+
 TEST_CASE("unfold matches direct patches, fold is its adjoint") {
   for (Device dev : devices()) {
     CAPTURE(dev);
