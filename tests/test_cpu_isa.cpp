@@ -62,13 +62,17 @@ TEST_CASE("cpu isa: names parse; unknown names and levels the CPU lacks are refu
 
 TEST_CASE("cpu isa: every level's direct conv kernels agree with unfold + GEMM in float32") {
   // Shapes for every register block: small groups (1..15 outputs, blocks of every width), two and
-  // one vectors of channels with tails, weight-gradient rows of 5, 3, 2 and 1 taps, one and two
-  // vectors of channels per weight block, dilation, groups, planes narrower than a block.
+  // one vectors of channels with tails, planes swept whole or row by row, weight-gradient rows of
+  // 5, 3, 2 and 1 taps, one and two vectors of channels per weight block, dilation, groups, planes
+  // narrower than a block.
   const std::vector<Case> cases = {
       {3, 1, 28, 28, 6, 5, 5, 2, 1, 1},   {2, 6, 14, 14, 16, 5, 5, 0, 1, 1},  {2, 3, 11, 13, 35, 3, 3, 1, 1, 1},
       {2, 40, 9, 7, 13, 3, 3, 1, 1, 1},   {2, 33, 6, 6, 64, 3, 3, 1, 1, 1},   {2, 64, 5, 4, 48, 2, 2, 0, 1, 1},
       {2, 24, 8, 8, 24, 1, 7, 0, 1, 1},   {2, 32, 7, 9, 32, 3, 3, 2, 2, 2},   {3, 16, 10, 10, 16, 3, 3, 1, 1, 16},
       {1, 20, 3, 3, 70, 3, 3, 1, 1, 1},   {2, 9, 12, 5, 7, 5, 1, 2, 1, 1},
+      // channel blocks swept row by row: 8-wide rows (a block of 8 or two of 4 per row), 3-wide
+      // rows whose block of 4 ends in the padding column
+      {2, 20, 8, 8, 48, 3, 3, 1, 1, 1},   {2, 10, 6, 3, 48, 3, 3, 1, 1, 1},
       // strided, as stride-1 convs on phase planes: odd and even sizes, both block kinds, uneven
       // strides, stride 3, a kernel of 2 taps per axis at stride 2, groups
       {2, 20, 11, 9, 24, 3, 3, 1, 1, 1, 2, 2}, {2, 7, 8, 8, 5, 3, 3, 1, 1, 1, 2, 2},
