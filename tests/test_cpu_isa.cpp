@@ -73,6 +73,9 @@ TEST_CASE("cpu isa: every level's direct conv kernels agree with unfold + GEMM i
       // channel blocks swept row by row: 8-wide rows (a block of 8 or two of 4 per row), 3-wide
       // rows whose block of 4 ends in the padding column
       {2, 20, 8, 8, 48, 3, 3, 1, 1, 1},   {2, 10, 6, 3, 48, 3, 3, 1, 1, 1},
+      // rows of a whole vector of positions and a tail, to and from the [position][channel]
+      // layouts (transposed in registers): partial last vectors of channels, one and two per block
+      {2, 8, 6, 18, 40, 3, 3, 1, 1, 1},   {1, 4, 3, 17, 64, 3, 3, 1, 1, 1},
       // strided, as stride-1 convs on phase planes: odd and even sizes, both block kinds, uneven
       // strides, stride 3, a kernel of 2 taps per axis at stride 2, groups
       {2, 20, 11, 9, 24, 3, 3, 1, 1, 1, 2, 2}, {2, 7, 8, 8, 5, 3, 3, 1, 1, 1, 2, 2},
