@@ -193,7 +193,8 @@ TEST_CASE("conv2d: bad input") {
 
 // GCC 12.2 tuning for Intel's AVX-512 cores stored one broadcast over two members of such structs
 // (cmake/gcc_slp_check.cpp; CMakeLists.txt builds with -fno-tree-slp-vectorize where it does):
-// {.stride = 2} arrived with padding 2 as well. Every option struct, built the way users build them.
+// {.stride = 2} arrived with padding 2 as well. The conv, unfold and pooling option structs, built
+// the way users build them (the open-conv layers' options are not covered here).
 TEST_CASE("option structs built with designated initializers keep their other defaults") {
   nn::ConvTranspose2d up(4, 2, 2, {.stride = 2});
   CHECK(up.options.stride.h == 2);
