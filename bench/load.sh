@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 procs=${1:-1}
 models=${2:-cifar}
+# LibTorch runs OpenBLAS with the kernels minigrad chose (see bench/run.sh)
+export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-$(build/release/bench_matmul --core)}
 busy=()
 trap 'kill "${busy[@]}" 2>/dev/null || true' EXIT
 for _ in $(seq "$procs"); do
@@ -14,7 +16,7 @@ for _ in $(seq "$procs"); do
   busy+=($!)
 done
 sleep 1
-echo "competing busy processes: $procs"
+echo "competing busy processes: $procs; OpenBLAS kernels: $OPENBLAS_CORETYPE"
 for model in $models; do
   for rep in 1 2; do
     for th in 1 2; do

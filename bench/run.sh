@@ -23,9 +23,16 @@ levels=$(build/release/bench_conv --levels | xargs)
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
 echo "CPU ISA levels: $levels (best: ${levels##* }); vector flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|avx512f|avx512bw|avx512dq|avx512vl)$' | xargs)"
-# OpenBLAS picks its kernels from the CPU unless OPENBLAS_CORETYPE names them; both sides (minigrad
-# and LibTorch's im2col path) load the same libopenblas, so they run the same kernels.
-echo "OpenBLAS kernels: $(build/release/bench_matmul --core) (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset})"
+# OpenBLAS picks its kernels from the CPU's model unless OPENBLAS_CORETYPE names them, and gives a
+# model newer than it knows its SSE3 ones; minigrad then has it choose from the vector features
+# (ops/cpu/gemm.cpp). LibTorch loads the same libopenblas (its im2col path and Linear) without that
+# step, so both sides run with OPENBLAS_CORETYPE set to minigrad's choice: the same kernels.
+user_core=${OPENBLAS_CORETYPE:-}
+core=$(env -u OPENBLAS_CORETYPE build/release/bench_matmul --core)
+# OPENBLAS_VERBOSE=2: OpenBLAS prints "Core: X" when it loads, before minigrad's second choice
+own=$(env -u OPENBLAS_CORETYPE OPENBLAS_VERBOSE=2 build/release/bench_matmul --core 2>&1 | sed -n 's/^Core: //p' | head -1)
+echo "OpenBLAS kernels: ${user_core:-$core} (OPENBLAS_CORETYPE=${user_core:-unset}; OpenBLAS's own choice: $own, minigrad's: $core)"
+export OPENBLAS_CORETYPE=${user_core:-$core}
 echo
 # On an AVX-512 CPU the avx2 rows stand for an AVX2-only machine: both sides run as they would
 # there, LibTorch with oneDNN capped at AVX2 (ONEDNN_MAX_CPU_ISA) and OpenBLAS on both sides with
@@ -33,7 +40,7 @@ echo
 best=${levels##* }
 level_env() {
   if [ "$1" = avx2 ] && [ "$best" = avx512 ]; then
-    echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell} ONEDNN_MAX_CPU_ISA=AVX2"
+    echo "OPENBLAS_CORETYPE=${user_core:-Haswell} ONEDNN_MAX_CPU_ISA=AVX2"
   fi
 }
 # Every conv run REPS times (default 3), the two sides in turn, each layer's fastest run kept:

@@ -12,8 +12,10 @@ namespace minigrad {
 void set_num_threads(int n);
 int get_num_threads();
 
-// The kernel set OpenBLAS chose for this CPU (e.g. "Haswell", "Cooperlake"); the environment
-// variable OPENBLAS_CORETYPE overrides OpenBLAS's choice. Benchmarks print it beside their figures.
+// The kernel set OpenBLAS runs (e.g. "Haswell", "SkylakeX"). Where OpenBLAS chose kernels for a
+// lower vector level than the CPU has (a CPU model newer than it knows), minigrad has it choose
+// again from the CPU's features when it loads (ops/cpu/gemm.cpp); the environment variable
+// OPENBLAS_CORETYPE, when set, decides instead. Benchmarks print it beside their figures.
 std::string blas_kernel_name();
 
 // Loops with fewer elements than this run on one thread: splitting them costs more than it saves.

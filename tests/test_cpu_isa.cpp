@@ -1,5 +1,7 @@
 // The per-ISA CPU kernels: the dispatcher's choice, the refusals, every level's conv kernels
 // against each other in float32, and explain_conv.
+#include <strings.h>
+
 #include <fstream>
 #include <sstream>
 
@@ -44,6 +46,30 @@ TEST_CASE("cpu isa: the dispatcher picks the best level the CPU has") {
   else CHECK(cpu_isa() == cpu_isa_best());
   MESSAGE("CPU: ", cpu_model_name(), "; running ", std::string(cpu_isa_name(cpu_isa())), ", best ",
           std::string(cpu_isa_name(cpu_isa_best())));
+}
+
+// OpenBLAS 0.3.21 gives a CPU model newer than it knows its SSE3 kernels (an Emerald Rapids Xeon,
+// model 207, got "Prescott": 4.6x slower sgemm); minigrad has it choose again from the features.
+TEST_CASE("cpu isa: OpenBLAS runs kernels of the CPU's vector level unless OPENBLAS_CORETYPE names others") {
+  const std::string core = blas_kernel_name();
+  const char* forced = std::getenv("OPENBLAS_CORETYPE");
+  MESSAGE("OpenBLAS kernels: ", core, forced ? " (OPENBLAS_CORETYPE=" + std::string(forced) + ")" : std::string());
+  if (forced) {
+    CHECK(strcasecmp(core.c_str(), forced) == 0);  // the user's choice stands
+    return;
+  }
+  const std::vector<std::string> avx512 = {"SkylakeX", "Cooperlake", "SapphireRapids"};
+  std::vector<std::string> avx2 = {"Haswell", "Zen", "Excavator"};
+  avx2.insert(avx2.end(), avx512.begin(), avx512.end());
+  auto in = [&](const std::vector<std::string>& set) { return std::find(set.begin(), set.end(), core) != set.end(); };
+  switch (expected_from_cpuinfo()) {
+    case CpuIsa::Avx512: CHECK_MESSAGE(in(avx512), core); break;
+    case CpuIsa::Avx2: CHECK_MESSAGE(in(avx2), core); break;
+    case CpuIsa::Generic: break;  // whatever OpenBLAS found (SSE, NEON, ...)
+  }
+  // and its GEMMs still give the right numbers after the switch
+  Tensor a = randn({67, 130}), b = randn({130, 45});
+  check_close(vals(matmul(a, b)), ref_mm(vals(a), vals(b), 67, 130, 45), 1e-4);
 }
 
 TEST_CASE("cpu isa: names parse; unknown names and levels the CPU lacks are refused") {

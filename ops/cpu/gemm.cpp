@@ -1,7 +1,10 @@
 // CPU GEMM through OpenBLAS. Row- or column-major views (e.g. transposes) go to cblas as
 // transpose flags with their leading dimension, without copies.
 #include <cblas.h>
+#include <dlfcn.h>
 #include <omp.h>
+
+#include <cstdlib>
 
 #include <algorithm>
 #include <string>
@@ -14,7 +17,68 @@
 
 namespace minigrad {
 
-std::string blas_kernel_name() { return openblas_get_corename(); }
+namespace {
+
+// OpenBLAS (Debian 12 ships 0.3.21) chooses its kernels at load time from the CPU's family and
+// model, and a model newer than it knows gets its SSE3 "Prescott" kernels: on an Emerald Rapids
+// Xeon (family 6, model 207, AVX-512) one core's 1024^3 sgemm ran at 32 GFLOP/s against 150 with
+// its SkylakeX kernels, and every Linear, 1x1 and GEMM-path conv with it. Where OpenBLAS chose
+// kernels for a lower vector level than the CPU has and OPENBLAS_CORETYPE does not name them,
+// minigrad has OpenBLAS choose again, once, as that variable would: SkylakeX on AVX-512,
+// Haswell on AVX2 + FMA. It uses OpenBLAS's own re-initialisation (gotoblas_dynamic_quit/init,
+// present in builds with run-time kernel choice, DYNAMIC_ARCH); other BLAS builds are left alone.
+// OPENBLAS_CORETYPE, when set, always wins.
+int vector_level_of_core(const std::string& core) {
+  for (const char* c : {"SkylakeX", "Cooperlake", "SapphireRapids"})
+    if (core == c) return 2;
+  for (const char* c : {"Haswell", "Zen", "Excavator"})
+    if (core == c) return 1;
+  return 0;
+}
+
+const char* core_for_this_cpu(int& level) {
+  level = 0;
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma")) {
+    level = 2;
+    return "SkylakeX";
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    level = 1;
+    return "Haswell";
+  }
+#endif
+  return nullptr;
+}
+
+void choose_blas_kernels() {
+  if (std::getenv("OPENBLAS_CORETYPE")) return;
+  int level = 0;
+  const char* want = core_for_this_cpu(level);
+  if (!want || vector_level_of_core(openblas_get_corename()) >= level) return;
+  auto quit = reinterpret_cast<void (*)()>(dlsym(RTLD_DEFAULT, "gotoblas_dynamic_quit"));
+  auto init = reinterpret_cast<void (*)()>(dlsym(RTLD_DEFAULT, "gotoblas_dynamic_init"));
+  if (!quit || !init) return;
+  // gotoblas_dynamic_init reads the variable once, here; it is removed again right after, so child
+  // processes and later getenv calls see the environment as it was
+  setenv("OPENBLAS_CORETYPE", want, 1);
+  quit();
+  init();
+  unsetenv("OPENBLAS_CORETYPE");
+}
+
+// At load time, single-threaded, after OpenBLAS's own start-up (a library's dependencies are
+// initialised before it) and before any GEMM.
+const bool g_blas_kernels_chosen = (choose_blas_kernels(), true);
+
+}  // namespace
+
+std::string blas_kernel_name() {
+  (void)g_blas_kernels_chosen;
+  return openblas_get_corename();
+}
 
 }  // namespace minigrad
 
