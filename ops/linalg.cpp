@@ -22,6 +22,16 @@ Tensor gemm3(const Tensor& a, const Tensor& b) {
   return out;
 }
 
+// Whether the last two dims of t are a transposed contiguous matrix (t = u.t() for a contiguous u,
+// as Linear's weight.t() is). The products' backward then computes that input's gradient in the
+// same layout, as the transpose of a contiguous product (the same GEMM, operands swapped), as
+// LibTorch's mm_mat2_backward does: the gradient that reaches the leaf through t()'s backward is
+// then contiguous, and the leaf takes it as it is instead of copying it element by element.
+bool column_major(const Tensor& t) {
+  const int64_t d = t.dim();
+  return t.size(d - 2) > 1 && t.size(d - 1) > 1 && t.stride(d - 2) == 1 && t.stride(d - 1) == t.size(d - 2);
+}
+
 }  // namespace
 
 Tensor mm(const Tensor& a, const Tensor& b) {
@@ -33,10 +43,13 @@ Tensor mm(const Tensor& a, const Tensor& b) {
   Tensor out = gemm3(a.detach().unsqueeze(0), b.detach().unsqueeze(0)).view({a.size(0), b.size(1)});
   if (needs_grad(a, b)) {
     const bool ga = a.requires_grad(), gb = b.requires_grad();
+    const bool ca = column_major(a), cb = column_major(b);
     SavedTensor sa = gb ? SavedTensor(a) : SavedTensor(), sb = ga ? SavedTensor(b) : SavedTensor();
     record("mm", {a, b}, {out}, [=](std::vector<Tensor>& g) {
-      return std::vector<Tensor>{ga ? mm(g[0], sb.unpack("mm").t()) : Tensor(),
-                                 gb ? mm(sa.unpack("mm").t(), g[0]) : Tensor()};
+      Tensor da, db;
+      if (ga) da = ca ? mm(sb.unpack("mm"), g[0].t()).t() : mm(g[0], sb.unpack("mm").t());
+      if (gb) db = cb ? mm(g[0].t(), sa.unpack("mm")).t() : mm(sa.unpack("mm").t(), g[0]);
+      return std::vector<Tensor>{da, db};
     });
   }
   return out;
@@ -51,10 +64,17 @@ Tensor bmm(const Tensor& a, const Tensor& b) {
   Tensor out = gemm3(a.detach(), b.detach());
   if (needs_grad(a, b)) {
     const bool ga = a.requires_grad(), gb = b.requires_grad();
+    const bool ca = column_major(a), cb = column_major(b);
     SavedTensor sa = gb ? SavedTensor(a) : SavedTensor(), sb = ga ? SavedTensor(b) : SavedTensor();
     record("bmm", {a, b}, {out}, [=](std::vector<Tensor>& g) {
-      return std::vector<Tensor>{ga ? bmm(g[0], sb.unpack("bmm").transpose(1, 2)) : Tensor(),
-                                 gb ? bmm(sa.unpack("bmm").transpose(1, 2), g[0]) : Tensor()};
+      Tensor da, db;
+      if (ga)
+        da = ca ? bmm(sb.unpack("bmm"), g[0].transpose(1, 2)).transpose(1, 2)
+                : bmm(g[0], sb.unpack("bmm").transpose(1, 2));
+      if (gb)
+        db = cb ? bmm(g[0].transpose(1, 2), sa.unpack("bmm")).transpose(1, 2)
+                : bmm(sa.unpack("bmm").transpose(1, 2), g[0]);
+      return std::vector<Tensor>{da, db};
     });
   }
   return out;

@@ -32,6 +32,34 @@ TEST_CASE("transposed views reach BLAS without copies") {
   check_close(vals(c), ref_mm(vals(a.t()), vals(b), 32, 64, 48), 1e-4);
 }
 
+TEST_CASE("mm and bmm backward: a transposed operand's gradient reaches its leaf without a copy") {
+  // Linear computes x @ weight.t(): the weight's gradient is computed as the transpose of a
+  // contiguous product, so weight.grad is that product itself, as for an untransposed operand.
+  auto backward_allocations = [](const Tensor& x, const Tensor& w, bool transposed) {
+    Tensor y = mm(x, transposed ? w.t() : w).sum();
+    const int64_t before = memory_stats().allocation_count;
+    y.backward();
+    return memory_stats().allocation_count - before;
+  };
+  Tensor x = randn({16, 24}).requires_grad_(), w = randn({8, 24}).requires_grad_(), u = randn({24, 8}).requires_grad_();
+  const int64_t plain = backward_allocations(x, u, false), through_t = backward_allocations(x, w, true);
+  CHECK(through_t == plain);
+  REQUIRE(w.grad().defined());
+  CHECK(w.grad().is_contiguous());
+  check_close(vals(w.grad()), vals(mm(ones({16, 8}).t(), x.detach())), 1e-5);
+  // the same for a column-major first operand, and for bmm
+  Tensor at = randn({24, 16}).requires_grad_();
+  Tensor ya = mm(at.t(), u).sum();
+  ya.backward();
+  CHECK(at.grad().is_contiguous());
+  check_close(vals(at.grad()), vals(mm(u.detach(), ones({16, 8}).t())), 1e-5);
+  for (Device dev : devices()) {
+    CAPTURE(dev);
+    Tensor p = leaf({2, 4, 3}, dev), q = leaf({2, 5, 4}, dev);
+    CHECK_GRAD([](const std::vector<Tensor>& in) { return bmm(in[0].transpose(1, 2), in[1].transpose(1, 2)); }, p, q);
+  }
+}
+
 TEST_CASE("matmul: 1-D, batched and broadcast batch dims, as torch.matmul") {
   for (Device dev : devices()) {
     CAPTURE(dev);
