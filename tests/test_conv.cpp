@@ -52,6 +52,9 @@ const std::vector<ConvCfg> kConvCases = {
     // 16+ output channels per group: the direct algorithm's channel-blocked kernels
     {1, 2, 4, 5, 17, 3, 3, 1, 1, 1, 1},                // 16+1 outputs, rows narrower than a block
     {1, 17, 4, 3, 2, 2, 2, 1, 1, "same", 1},           // 17 inputs: a blocked data gradient, even kernel
+    // 3x3 with padding 2 and odd sizes; a 3x3 plane and kernel (one output)
+    {2, 3, 6, 7, 5, 3, 3, 1, 1, 2, 1},
+    {1, 2, 3, 3, 3, 3, 3, 1, 1, 0, 1},
 };
 
 // Runs body once per CPU conv algorithm at every ISA level this CPU has (and restores both).
