@@ -162,9 +162,11 @@ TEST_CASE("conv2d: the direct algorithm's channel-blocked kernels against unfold
       gw[a] = w.grad().clone();
     }
     set_conv_algorithm(ConvAlgorithm::Auto);
-    check_close(vals(y[1]), vals(y[0]), 1e-12);
-    check_close(vals(gx[1]), vals(gx[0]), 1e-12);
-    check_close(vals(gw[1]), vals(gw[0]), 1e-12);
+    // two summation orders of up to a few thousand double terms, with cancellation (the sums are
+    // smaller than their terms): 1e-12 failed at 1.4e-12 for some random inputs
+    check_close(vals(y[1]), vals(y[0]), 1e-10);
+    check_close(vals(gx[1]), vals(gx[0]), 1e-10);
+    check_close(vals(gw[1]), vals(gw[0]), 1e-10);
   }
   });
 }
