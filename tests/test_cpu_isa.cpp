@@ -102,6 +102,9 @@ TEST_CASE("cpu isa: every level's direct conv kernels agree with unfold + GEMM i
       // rows of a whole vector of positions and a tail, to and from the [position][channel]
       // layouts (transposed in registers): partial last vectors of channels, one and two per block
       {2, 8, 6, 18, 40, 3, 3, 1, 1, 1},   {1, 4, 3, 17, 64, 3, 3, 1, 1, 1},
+      // the narrower position block (8) where rows are whole multiples of it: one vector of
+      // channels on 8x8 planes, two on 16-wide rows (forward and data gradient)
+      {2, 5, 8, 8, 16, 3, 3, 1, 1, 1},    {1, 32, 6, 16, 32, 3, 3, 1, 1, 1},
       // strided, as stride-1 convs on phase planes: odd and even sizes, both block kinds, uneven
       // strides, stride 3, a kernel of 2 taps per axis at stride 2, groups
       {2, 20, 11, 9, 24, 3, 3, 1, 1, 1, 2, 2}, {2, 7, 8, 8, 5, 3, 3, 1, 1, 1, 2, 2},
