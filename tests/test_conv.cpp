@@ -134,8 +134,9 @@ TEST_CASE("conv2d: the direct algorithm agrees with unfold + GEMM on LeNet's lay
 }
 
 TEST_CASE("conv2d: the direct algorithm's channel-blocked kernels against unfold + GEMM, every kernel width") {
-  // 16+ channels per group, larger than the gradient-checked cases: forward against the 7-loop
-  // reference, both gradients against unfold + GEMM (itself gradient-checked above), in double.
+  // 16+ channels per group, larger than the gradient-checked cases: the output and both gradients
+  // against unfold + GEMM (itself checked against the 7-loop reference and gradient-checked above),
+  // in double.
   const std::vector<ConvCfg> cases = {
       {2, 18, 7, 9, 20, 3, 3, 1, 1, 1, 1},              // kernel rows of 3, 16+4 outputs
       {2, 16, 10, 11, 32, 5, 5, 1, 1, 2, 1},            // rows of 5, two output blocks
