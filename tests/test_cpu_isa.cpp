@@ -105,6 +105,8 @@ TEST_CASE("cpu isa: every level's direct conv kernels agree with unfold + GEMM i
       // the narrower position block (8) where rows are whole multiples of it: one vector of
       // channels on 8x8 planes, two on 16-wide rows (forward and data gradient)
       {2, 5, 8, 8, 16, 3, 3, 1, 1, 1},    {1, 32, 6, 16, 32, 3, 3, 1, 1, 1},
+      // and the 12-position block for one vector of channels on rows of 9-12 (LeNet conv2's 10x10)
+      {2, 6, 10, 10, 16, 3, 3, 1, 1, 1},  {2, 16, 14, 14, 20, 5, 5, 0, 1, 1},
       // strided, as stride-1 convs on phase planes: odd and even sizes, both block kinds, uneven
       // strides, stride 3, a kernel of 2 taps per axis at stride 2, groups
       {2, 20, 11, 9, 24, 3, 3, 1, 1, 1, 2, 2}, {2, 7, 8, 8, 5, 3, 3, 1, 1, 1, 2, 2},
