@@ -24,9 +24,11 @@ constexpr bool compiled(CpuIsa isa) {
   }
 }
 
+}  // namespace
+
 // What the CPU and OS offer. __builtin_cpu_supports reads cpuid and, for AVX and AVX-512, checks
 // through xgetbv that the OS saves the wider registers.
-CpuIsa hardware_best() {
+CpuIsa cpu_isa_hardware() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -36,6 +38,8 @@ CpuIsa hardware_best() {
 #endif
   return CpuIsa::Generic;
 }
+
+namespace {
 
 CpuIsa build_best(CpuIsa hw) {
   int b = int(hw);
@@ -72,7 +76,7 @@ CpuIsa parse_cpu_isa(const std::string& name) {
 }
 
 CpuIsa cpu_isa_best() {
-  static const CpuIsa hw = hardware_best();
+  static const CpuIsa hw = cpu_isa_hardware();
   const int p = g_pretend.load();
   return build_best(p >= 0 && p < int(hw) ? CpuIsa(p) : hw);
 }

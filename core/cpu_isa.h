@@ -18,6 +18,9 @@ enum class CpuIsa {
 
 const char* cpu_isa_name(CpuIsa isa);           // "generic", "avx2", "avx512"
 CpuIsa parse_cpu_isa(const std::string& name);  // the inverse; throws on an unknown name
+// The best level this CPU and its OS (saved vector state) support, whatever this build has kernels
+// for (OpenBLAS's kernels are chosen from it, ops/cpu/gemm.cpp).
+CpuIsa cpu_isa_hardware();
 // The best level this CPU, its OS (saved vector state) and this build support.
 CpuIsa cpu_isa_best();
 bool cpu_isa_supported(CpuIsa isa);

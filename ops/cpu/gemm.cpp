@@ -4,11 +4,11 @@
 #include <dlfcn.h>
 #include <omp.h>
 
-#include <cstdlib>
-
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
+#include "../../core/cpu_isa.h"
 #include "../../core/parallel.h"
 #include "../gemm_layout.h"
 #include "cpu_backend.h"
@@ -28,6 +28,7 @@ namespace {
 // Haswell on AVX2 + FMA. It uses OpenBLAS's own re-initialisation (gotoblas_dynamic_quit/init,
 // present in builds with run-time kernel choice, DYNAMIC_ARCH); other BLAS builds are left alone.
 // OPENBLAS_CORETYPE, when set, always wins.
+// The CpuIsa level (as an int) an OpenBLAS kernel set needs: 2 AVX-512, 1 AVX2 + FMA, 0 older.
 int vector_level_of_core(const std::string& core) {
   for (const char* c : {"SkylakeX", "Cooperlake", "SapphireRapids"})
     if (core == c) return 2;
@@ -36,28 +37,11 @@ int vector_level_of_core(const std::string& core) {
   return 0;
 }
 
-const char* core_for_this_cpu(int& level) {
-  level = 0;
-#if defined(__x86_64__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma")) {
-    level = 2;
-    return "SkylakeX";
-  }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    level = 1;
-    return "Haswell";
-  }
-#endif
-  return nullptr;
-}
-
 void choose_blas_kernels() {
   if (std::getenv("OPENBLAS_CORETYPE")) return;
-  int level = 0;
-  const char* want = core_for_this_cpu(level);
-  if (!want || vector_level_of_core(openblas_get_corename()) >= level) return;
+  const CpuIsa hw = cpu_isa_hardware();
+  if (hw == CpuIsa::Generic || vector_level_of_core(openblas_get_corename()) >= int(hw)) return;
+  const char* want = hw == CpuIsa::Avx512 ? "SkylakeX" : "Haswell";
   auto quit = reinterpret_cast<void (*)()>(dlsym(RTLD_DEFAULT, "gotoblas_dynamic_quit"));
   auto init = reinterpret_cast<void (*)()>(dlsym(RTLD_DEFAULT, "gotoblas_dynamic_init"));
   if (!quit || !init) return;
