@@ -295,7 +295,8 @@ ConvChoice CpuBackend::choose_conv(const Conv2dGeometry& g, int64_t groups, int6
   // 128 inputs per group: 128->256 16x16 0.80-0.89x its time at avx512 and 0.78-0.92x at avx2,
   // 64->64 32x32 0.83 / 0.89x, 16->16 32x32 0.73 / 1.01x; from 256 inputs OpenBLAS's larger inner
   // dimension wins (256->512 8x8 1.04-1.13 / 1.07x, 1024->256 7x7 1.04-1.07 / 1.05x,
-  // 256->1024 14x14 1.15 / 1.05x). At the generic level the rule below sends them to OpenBLAS.
+  // 256->1024 14x14 1.15 / 1.05x). At the generic level every 1x1 goes to the GEMM (the direct
+  // kernels' 16-byte vectors lose to OpenBLAS there, see the rule below).
   const bool one_by_one = g.kh == 1 && g.kw == 1 && g.pad_h == 0 && g.pad_w == 0 && g.Ho == g.H && g.Wo == g.W;
   if (one_by_one && (isa == CpuIsa::Generic || Cg > 128))
     return choice(false, [&] {
