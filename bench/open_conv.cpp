@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <string>
 #include <vector>
 
 using namespace minigrad;
@@ -27,6 +28,31 @@ std::pair<double, double> measure(F&& step, int reps) {
   std::sort(t.begin(), t.end());
   return {t[t.size() / 2], double(memory_stats().peak_bytes - base) / (1 << 20)};
 }
+
+
+// The combines a researcher writes (issue 13): a branch, branches, a transcendental of x alone,
+// a transcendental of a mixed term.
+struct Huber {  // the README's: quadratic near zero, linear beyond 1
+  template <class T> T operator()(T x, T w) const {
+    T d = cf::abs(x - w);
+    return d < T(1) ? T(-0.5) * d * d : T(0.5) - d;
+  }
+};
+struct SoftThreshold {  // shrink x*w towards 0 by 0.1
+  template <class T> T operator()(T x, T w) const {
+    T t = x * w;
+    return t > T(0.1) ? t - T(0.1) : t < T(-0.1) ? t + T(0.1) : T(0);
+  }
+};
+struct WTanhX {  // w * tanh(x): separable, with a transcendental of x alone
+  template <class T> T operator()(T x, T w) const { return w * cf::tanh(x); }
+};
+struct Gaussian {  // exp(-(x - w)^2 / 2): not separable
+  template <class T> T operator()(T x, T w) const {
+    T d = x - w;
+    return cf::exp(T(-0.5) * d * d);
+  }
+};
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -39,24 +65,41 @@ int main(int argc, char** argv) {
   for (L l : {L{"64->64 3x3 32x32", 64, 32}, L{"128->128 3x3 16x16", 128, 16}}) {
     manual_seed(0);
     Tensor x = randn({N, l.C, l.H, l.H}, requires_grad()), w = randn({l.C, l.C, 3, 3}, requires_grad());
-    auto run = [&](auto comb, Reduce red) {
-      return [&, comb, red] {
+    const double inv_k = 1.0 / double(l.C * 9);
+    auto run = [&](auto comb, OpenConv2dOptions o) {
+      o.padding = 1;
+      return [&, comb, o] {
         x.zero_grad();
         w.zero_grad();
-        Tensor y = open_conv2d(x, w, {}, comb, {.padding = 1, .reduce = red});
+        Tensor y = open_conv2d(x, w, {}, comb, o);
         y.backward(ones_like(y));
       };
     };
+    const OpenConv2dOptions hooks{.patch = [](const Tensor& c) { return mul(c, 0.5); },
+                                  .weight = [](const Tensor& v) { return tanh(v); },
+                                  .output = [inv_k](const Tensor& y) { return mul(y, inv_k); }};
     const int reps = 3;
-    auto plain = measure(run(combine::Mul{}, Reduce::Sum), reps);
-    auto l1 = measure(run(combine::L1{}, Reduce::Sum), reps);
-    auto mp = measure(run(combine::Add{}, Reduce::Max), reps);
-    auto rbf = measure(run(combine::L2{}, Reduce::Sum), reps);
-    for (auto [name, r] : {std::pair<const char*, std::pair<double, double>>{"x*w, sum (plain conv)", plain},
-                           {"-|x-w|, sum (AdderNet)", l1}, {"x+w, max (morphological)", mp},
-                           {"-(x-w)^2, sum (RBF, separable)", rbf}})
-      std::printf("| %s | %s | %.1f | %.1f | %.2f | %.2f |\n", l.name, name, r.first * 1e3, r.second,
+    std::pair<double, double> plain = measure(run(combine::Mul{}, {}), reps), l1{};
+    struct Row { const char* name; std::function<void()> step; bool vs_l1 = false; };
+    std::vector<Row> rows{{"x*w, sum (plain conv)", {}},
+                          {"-|x-w|, sum (AdderNet)", run(combine::L1{}, {})},
+                          {"x+w, max (max-plus)", run(combine::Add{}, {.reduce = Reduce::Max})},
+                          {"-(x-w)^2, sum (RBF, declared separable)", run(combine::L2{}, {})},
+                          {"Huber(x-w) (a branch)", run(Huber{}, {})},
+                          {"soft threshold of x*w (branches)", run(SoftThreshold{}, {})},
+                          {"w*tanh(x) (transcendental of x)", run(WTanhX{}, {})},
+                          {"exp(-(x-w)^2/2) (Gaussian)", run(Gaussian{}, {})},
+                          {"-|x-w| with patch, weight, output hooks", run(combine::L1{}, hooks), true}};
+    for (auto& row : rows) {
+      auto r = row.step ? measure(row.step, reps) : plain;
+      if (row.step == nullptr) r = plain;
+      if (std::string(row.name).rfind("-|x-w|, sum", 0) == 0) l1 = r;
+      std::printf("| %s | %s | %.1f | %.1f | %.2f | %.2f |", l.name, row.name, r.first * 1e3, r.second,
                   r.first / plain.first, r.second / plain.second);
+      if (row.vs_l1) std::printf(" (%.2f x the same combine without hooks)", r.first / l1.first);
+      std::printf("\n");
+      std::fflush(stdout);
+    }
   }
 
   // Where the memory goes, one 64->64 3x3 32x32 layer at batch 4 (the broadcast formulation in

@@ -1,6 +1,8 @@
 #include "open_conv.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -93,6 +95,153 @@ void check_separable_sample(const std::string& name, double x, double w, double 
   MG_CHECK(std::abs(combined - separated) <= 1e-9 * (1.0 + std::abs(combined)), "open_conv2d: combine functor ",
            name, " declares a separable form sum_i f(i, x) * g(i, w) that disagrees with its operator() at x=", x,
            ", w=", w, ": ", separated, " vs ", combined);
+}
+
+namespace {
+// Rank of the samples M (rows x values, cols w values) by Gaussian elimination with complete
+// pivoting, up to kMaxDetectedTerms pivots; the pivots' rows and columns, or false when the rank
+// is higher (or a sample is not finite).
+bool pivots(std::vector<double> m, int rows, int cols, std::vector<int>& pi, std::vector<int>& pj) {
+  double top = 0;
+  for (double v : m) {
+    if (!std::isfinite(v)) return false;
+    top = std::max(top, std::abs(v));
+  }
+  pi.clear();
+  pj.clear();
+  if (top == 0) return true;  // zero on every sample: no terms
+  std::vector<char> used_r(size_t(rows), 0), used_c(size_t(cols), 0);
+  for (;;) {
+    int bi = -1, bj = -1;
+    double best = 0;
+    for (int i = 0; i < rows; ++i)
+      for (int j = 0; j < cols; ++j)
+        if (!used_r[size_t(i)] && !used_c[size_t(j)] && std::abs(m[size_t(i * cols + j)]) > best) {
+          best = std::abs(m[size_t(i * cols + j)]);
+          bi = i;
+          bj = j;
+        }
+    if (bi < 0 || best <= 1e-11 * top) return true;  // the rest is rounding: rank found
+    if (int(pi.size()) == kMaxDetectedTerms) return false;
+    pi.push_back(bi);
+    pj.push_back(bj);
+    used_r[size_t(bi)] = used_c[size_t(bj)] = 1;
+    const double piv = m[size_t(bi * cols + bj)];
+    for (int i = 0; i < rows; ++i) {
+      if (i == bi) continue;
+      const double f = m[size_t(i * cols + bj)] / piv;
+      for (int j = 0; j < cols; ++j) m[size_t(i * cols + j)] -= f * m[size_t(bi * cols + j)];
+    }
+  }
+}
+
+// Points spread over [lo, hi] at irregular fractions (no grid a periodic functor could hide in).
+std::vector<double> spread(double lo, double hi, std::initializer_list<double> fractions) {
+  std::vector<double> v;
+  for (double t : fractions) v.push_back(lo + (hi - lo) * t);
+  return v;
+}
+}  // namespace
+
+void data_summary(const Tensor& t, double& lo, double& hi, std::vector<double>& some) {
+  Tensor c = t.detach().contiguous();
+  lo = min(c).item<double>();
+  hi = max(c).item<double>();
+  some.clear();
+  if (!std::isfinite(sum(c).item<double>())) {  // NaN or inf in the data: such data goes to the fused kernel
+    lo = -std::numeric_limits<double>::infinity();
+    return;
+  }
+  Tensor flat = c.view({-1});
+  const int64_t n = flat.numel(), step = std::max<int64_t>(1, n / 16);
+  for (int64_t i = 0; i < n; i += step) some.push_back(flat.select(0, i).item<double>());
+}
+
+SeparableSkeleton detect_separable_form(const CombineSampler& c, double xlo, double xhi, double wlo, double whi,
+                                        const std::vector<double>& xdata, const std::vector<double>& wdata) {
+  SeparableSkeleton sk;
+  if (!(std::isfinite(xlo) && std::isfinite(xhi) && std::isfinite(wlo) && std::isfinite(whi))) return sk;
+  // Samples: over the data's range, with 0 (the padding) among the patch values.
+  std::vector<double> xs = spread(xlo, xhi, {0.0, 0.083, 0.21, 0.34, 0.47, 0.58, 0.71, 0.86, 1.0});
+  std::vector<double> ws = spread(wlo, whi, {0.0, 0.11, 0.23, 0.37, 0.52, 0.63, 0.77, 0.91, 1.0});
+  xs.push_back(0.0);
+  const int R = int(xs.size()), Cn = int(ws.size());
+  std::vector<double> m(size_t(R * Cn));
+  double v, dx, dw;
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < Cn; ++j) {
+      c(xs[size_t(i)], ws[size_t(j)], v, dx, dw);
+      m[size_t(i * Cn + j)] = v;
+    }
+  std::vector<int> pi, pj;
+  if (!pivots(m, R, Cn, pi, pj)) return sk;
+  const int r = int(pi.size());
+  // A (r x r) = c(xs[pi[a]], ws[pj[b]]); its inverse by Gauss-Jordan with partial pivoting.
+  double a[kMaxDetectedTerms][2 * kMaxDetectedTerms] = {};
+  for (int i = 0; i < r; ++i) {
+    for (int j = 0; j < r; ++j) a[i][j] = m[size_t(pi[size_t(i)] * Cn + pj[size_t(j)])];
+    a[i][r + i] = 1;
+  }
+  for (int col = 0; col < r; ++col) {
+    int piv = col;
+    for (int i = col + 1; i < r; ++i)
+      if (std::abs(a[i][col]) > std::abs(a[piv][col])) piv = i;
+    if (a[piv][col] == 0) return sk;
+    std::swap(a[piv], a[col]);
+    const double d = a[col][col];
+    for (int j = 0; j < 2 * r; ++j) a[col][j] /= d;
+    for (int i = 0; i < r; ++i) {
+      if (i == col) continue;
+      const double f = a[i][col];
+      for (int j = 0; j < 2 * r; ++j) a[i][j] -= f * a[col][j];
+    }
+  }
+  SeparableSkeleton cand;
+  cand.terms = r;
+  for (int b = 0; b < r; ++b) {
+    cand.xs[b] = xs[size_t(pi[b])];
+    cand.ws[b] = ws[size_t(pj[b])];
+  }
+  // c(x, w) ~ sum_b c(x, ws_b) g_b(w), g_b(w) = sum_a Ainv[b][a] c(xs_a, w): the rows of Ainv
+  // (A indexed [a = pivot row][b = pivot column]) are the columns' coefficients.
+  for (int b = 0; b < r; ++b)
+    for (int aa = 0; aa < r; ++aa) cand.ainv[b][aa] = a[b][r + aa];
+  // Verify the value and both derivatives at other points: the range's ends, 0, fractions the
+  // samples did not use, and values of the data itself.
+  std::vector<double> xv = spread(xlo, xhi, {0.0, 0.031, 0.152, 0.29, 0.405, 0.535, 0.66, 0.79, 0.93, 1.0});
+  std::vector<double> wv = spread(wlo, whi, {0.0, 0.045, 0.17, 0.28, 0.43, 0.55, 0.68, 0.82, 0.95, 1.0});
+  xv.push_back(0.0);
+  xv.insert(xv.end(), xdata.begin(), xdata.end());
+  wv.insert(wv.end(), wdata.begin(), wdata.end());
+  double gw[kMaxDetectedTerms], gdw[kMaxDetectedTerms], cw[kMaxDetectedTerms], cdw[kMaxDetectedTerms];
+  for (double w : wv) {
+    // g_b(w) and g_b'(w)
+    for (int aa = 0; aa < r; ++aa) c(cand.xs[aa], w, cw[aa], dx, cdw[aa]);
+    for (int b = 0; b < r; ++b) {
+      gw[b] = gdw[b] = 0;
+      for (int aa = 0; aa < r; ++aa) {
+        gw[b] += cand.ainv[b][aa] * cw[aa];
+        gdw[b] += cand.ainv[b][aa] * cdw[aa];
+      }
+    }
+    for (double x : xv) {
+      double vv, vdx, vdw, sv = 0, sdx = 0, sdw = 0, mag = 0;
+      c(x, w, vv, vdx, vdw);
+      for (int b = 0; b < r; ++b) {
+        double f, fd, unused;
+        c(x, cand.ws[b], f, fd, unused);
+        sv += f * gw[b];
+        sdx += fd * gw[b];
+        sdw += f * gdw[b];
+        mag += std::abs(f * gw[b]) + std::abs(fd * gw[b]) + std::abs(f * gdw[b]);
+      }
+      const double tol = 1e-8 * (std::abs(vv) + std::abs(vdx) + std::abs(vdw) + mag) + 1e-300;
+      if (!std::isfinite(vv) || !std::isfinite(vdx) || !std::isfinite(vdw) || std::abs(vv - sv) > tol ||
+          std::abs(vdx - sdx) > tol || std::abs(vdw - sdw) > tol)
+        return sk;
+    }
+  }
+  return cand;
 }
 
 }  // namespace minigrad::open_conv_detail

@@ -26,6 +26,7 @@
 #include "../core/function.h"
 #include "../core/host_device.h"  // MG_HOST_DEVICE: the functors run on the GPU too
 #include "../core/parallel.h"
+#include "cf_math.h"  // the scalar math of cf::, with vector forms
 #include "conv.h"
 #include "ops.h"
 
@@ -57,8 +58,41 @@ template <class T> MG_HOST_DEVICE Dual2<T> operator/(Dual2<T> a, T c) { return {
 template <class T> MG_HOST_DEVICE bool operator<(Dual2<T> a, Dual2<T> b) { return a.v < b.v; }
 template <class T> MG_HOST_DEVICE bool operator>(Dual2<T> a, Dual2<T> b) { return a.v > b.v; }
 
-// Functions for combine functors: the same formula runs on float, double and Dual2.
+// Functions for combine functors: the same formula runs on float, double and Dual2. On float and
+// double (and the values of Dual2) the transcendental ones are minigrad's (ops/cf_math.h): where
+// GCC vectorises the kernel's loop on x86-64, they run as SLEEF vector functions (1.0 ulp) at the
+// loop's vector width; elsewhere, and on the GPU, libm's / CUDA's.
 namespace cf {
+namespace detail {
+#if defined(__CUDA_ARCH__)
+#define MG_CF_SCALAR(name, fn)                                            \
+  MG_HOST_DEVICE inline float name(float a) { return ::fn##f(a); }     \
+  MG_HOST_DEVICE inline double name(double a) { return ::fn(a); }
+#else
+#define MG_CF_SCALAR(name, fn)                                            \
+  MG_HOST_DEVICE inline float name(float a) { return ::mg_cf_##fn##f(a); } \
+  MG_HOST_DEVICE inline double name(double a) { return ::mg_cf_##fn(a); }
+#endif
+MG_CF_SCALAR(exp_, exp)
+MG_CF_SCALAR(log_, log)
+MG_CF_SCALAR(tanh_, tanh)
+MG_CF_SCALAR(sqrt_, sqrt)
+#undef MG_CF_SCALAR
+#if defined(__CUDA_ARCH__)
+MG_HOST_DEVICE inline float pow_(float a, float p) { return ::powf(a, p); }
+MG_HOST_DEVICE inline double pow_(double a, double p) { return ::pow(a, p); }
+#else
+MG_HOST_DEVICE inline float pow_(float a, float p) { return ::mg_cf_powf(a, p); }
+MG_HOST_DEVICE inline double pow_(double a, double p) { return ::mg_cf_pow(a, p); }
+#endif
+// Other scalar types (long double, a user's): the standard library's.
+template <class T> MG_HOST_DEVICE T exp_(T a) { return std::exp(a); }
+template <class T> MG_HOST_DEVICE T log_(T a) { return std::log(a); }
+template <class T> MG_HOST_DEVICE T tanh_(T a) { return std::tanh(a); }
+template <class T> MG_HOST_DEVICE T sqrt_(T a) { return std::sqrt(a); }
+template <class T> MG_HOST_DEVICE T pow_(T a, T p) { return std::pow(a, p); }
+}  // namespace detail
+
 // Branch-free: on real data the sign is a coin flip, and a branch per element mispredicts.
 template <class T> MG_HOST_DEVICE T abs(T a) { return std::abs(a); }
 template <class T> MG_HOST_DEVICE Dual2<T> abs(Dual2<T> a) {
@@ -66,18 +100,20 @@ template <class T> MG_HOST_DEVICE Dual2<T> abs(Dual2<T> a) {
   return {a.v * s, a.dx * s, a.dw * s};
 }
 template <class T> MG_HOST_DEVICE T sq(T a) { return a * a; }
-template <class T> MG_HOST_DEVICE T exp(T a) { return std::exp(a); }
-template <class T> MG_HOST_DEVICE Dual2<T> exp(Dual2<T> a) { T e = std::exp(a.v); return {e, e * a.dx, e * a.dw}; }
-template <class T> MG_HOST_DEVICE T log(T a) { return std::log(a); }
-template <class T> MG_HOST_DEVICE Dual2<T> log(Dual2<T> a) { return {std::log(a.v), a.dx / a.v, a.dw / a.v}; }
-template <class T> MG_HOST_DEVICE T sqrt(T a) { return std::sqrt(a); }
-template <class T> MG_HOST_DEVICE Dual2<T> sqrt(Dual2<T> a) { T s = std::sqrt(a.v); return {s, a.dx / (2 * s), a.dw / (2 * s)}; }
-template <class T> MG_HOST_DEVICE T tanh(T a) { return std::tanh(a); }
-template <class T> MG_HOST_DEVICE Dual2<T> tanh(Dual2<T> a) { T t = std::tanh(a.v); return {t, (1 - t * t) * a.dx, (1 - t * t) * a.dw}; }
-template <class T> MG_HOST_DEVICE T pow(T a, double p) { return std::pow(a, T(p)); }
+template <class T> MG_HOST_DEVICE T exp(T a) { return detail::exp_(a); }
+template <class T> MG_HOST_DEVICE Dual2<T> exp(Dual2<T> a) { T e = detail::exp_(a.v); return {e, e * a.dx, e * a.dw}; }
+template <class T> MG_HOST_DEVICE T log(T a) { return detail::log_(a); }
+template <class T> MG_HOST_DEVICE Dual2<T> log(Dual2<T> a) { return {detail::log_(a.v), a.dx / a.v, a.dw / a.v}; }
+template <class T> MG_HOST_DEVICE T sqrt(T a) { return detail::sqrt_(a); }
+template <class T> MG_HOST_DEVICE Dual2<T> sqrt(Dual2<T> a) { T s = detail::sqrt_(a.v); return {s, a.dx / (2 * s), a.dw / (2 * s)}; }
+template <class T> MG_HOST_DEVICE T tanh(T a) { return detail::tanh_(a); }
+template <class T> MG_HOST_DEVICE Dual2<T> tanh(Dual2<T> a) { T t = detail::tanh_(a.v); return {t, (1 - t * t) * a.dx, (1 - t * t) * a.dw}; }
+// 1 / (1 + e^-a), through tanh (no overflow for large |a|): 0.5 tanh(a / 2) + 0.5
+template <class T> MG_HOST_DEVICE T sigmoid(T a) { return T(0.5) * tanh(T(0.5) * a) + T(0.5); }
+template <class T> MG_HOST_DEVICE T pow(T a, double p) { return detail::pow_(a, T(p)); }
 template <class T> MG_HOST_DEVICE Dual2<T> pow(Dual2<T> a, double p) {
-  T d = T(p) * std::pow(a.v, T(p - 1));
-  return {std::pow(a.v, T(p)), d * a.dx, d * a.dw};
+  T d = T(p) * detail::pow_(a.v, T(p - 1));
+  return {detail::pow_(a.v, T(p)), d * a.dx, d * a.dw};
 }
 template <class T> MG_HOST_DEVICE T max(T a, T b) { return a < b ? b : a; }
 template <class T> MG_HOST_DEVICE T min(T a, T b) { return b < a ? b : a; }
@@ -145,6 +181,10 @@ struct OpenConv2dOptions {
   TensorFn patch;
   TensorFn weight;
   TensorFn output;
+  // Look for a separable form of a combine that does not declare one (with Sum, no patch hook, and
+  // no own dx/dw): sum_i f_i(x) g_i(w) with up to 3 terms, found by sampling the functor over the
+  // data's range and verified there (see docs/open-conv.md). false: always the fused kernel.
+  bool detect_separable = true;
 };
 
 namespace open_conv_detail {
@@ -655,6 +695,72 @@ void separable_backward_tile(const C& comb, const std::vector<SeparableTerm>& te
   });
 }
 
+// ---- separability detected from the functor itself (path 2 for combines that do not declare it).
+// With pivot patch values xs_b and weights ws_b where the samples' matrix has full rank r,
+// combine(x, w) = sum_b combine(x, ws_b) g_b(w), g_b(w) = sum_a ainv[b][a] combine(xs_a, w)
+// (a skeleton of the sample matrix), when the functor is separable with r terms.
+inline constexpr int kMaxDetectedTerms = 3;
+struct SeparableSkeleton {
+  int terms = -1;  // -1: no separable form found (or not verified)
+  double xs[kMaxDetectedTerms] = {}, ws[kMaxDetectedTerms] = {};
+  double ainv[kMaxDetectedTerms][kMaxDetectedTerms] = {};
+};
+// The combine in double: value and both derivatives at (x, w).
+using CombineSampler = std::function<void(double x, double w, double& v, double& dx, double& dw)>;
+// Samples c over [xlo, xhi] x [wlo, whi] (and x = 0, the padding), finds the rank by elimination
+// with complete pivoting, builds the skeleton, and verifies value and derivatives at other points
+// of the range and at the given data values; terms = -1 when anything disagrees.
+SeparableSkeleton detect_separable_form(const CombineSampler& c, double xlo, double xhi, double wlo, double whi,
+                                        const std::vector<double>& xdata, const std::vector<double>& wdata);
+
+template <class T>
+MG_HOST_DEVICE T constant_as(double v) {
+  if constexpr (requires(T t) { t.dx; }) return T{decltype(T{}.v)(v)};
+  else return T(v);
+}
+
+// A combine with the separable form detect_separable_form found, for path 2.
+template <class C>
+struct DetectedSeparable {
+  C c;
+  SeparableSkeleton s;
+  static constexpr int separable_terms = kMaxDetectedTerms;  // the unused ones are 0 (skipped)
+  template <class T> T operator()(T x, T w) const { return c(x, w); }
+  template <class T> T f(int i, T x) const { return i < s.terms ? T(c(x, constant_as<T>(s.ws[i]))) : T(0); }
+  template <class T> T g(int i, T w) const {
+    T acc = T(0);
+    if (i < s.terms)
+      for (int a = 0; a < s.terms; ++a) acc = acc + constant_as<T>(s.ainv[i][a]) * T(c(constant_as<T>(s.xs[a]), w));
+    return acc;
+  }
+};
+
+template <class C>
+constexpr bool detectable = !HasOwnDerivatives<C, float> && !HasOwnDerivatives<C, double> &&
+                            DualDifferentiable<C, float> && DualDifferentiable<C, double> &&
+                            requires(const C c, double x) {
+                              { c(x, x) } -> std::convertible_to<double>;
+                            };
+
+// The range and a few values of a tensor, for the detection's samples and checks.
+void data_summary(const Tensor& t, double& lo, double& hi, std::vector<double>& some);
+
+template <class C>
+SeparableSkeleton detect_for(const C& comb, const Tensor& x, const Tensor& w) {
+  double xlo, xhi, wlo, whi;
+  std::vector<double> xs, ws;
+  data_summary(x, xlo, xhi, xs);
+  data_summary(w, wlo, whi, ws);
+  return detect_separable_form(
+      [&comb](double a, double b, double& v, double& dx, double& dw) {
+        const Dual2<double> r = comb(Dual2<double>{a, 1.0, 0.0}, Dual2<double>{b, 0.0, 1.0});
+        v = r.v;
+        dx = r.dx;
+        dw = r.dw;
+      },
+      xlo, xhi, wlo, whi, xs, ws);
+}
+
 template <class Combine, class Red>
 Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, const Combine& comb, const Red& red,
                         const OpenConv2dOptions& o) {
@@ -671,6 +777,16 @@ Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bia
   MG_CHECK(w.defined() && w.sizes() == weight.sizes(), "open_conv2d: the weight hook changed the weight's shape from ",
            weight.sizes(), " to ", w.defined() ? w.sizes() : Shape{});
   const Conv2dGeometry g = detail::conv2d_geometry("open_conv2d", x, w, bias, co);
+  if constexpr (kSum && !kMul && !Separable<Combine> && detectable<Combine>) {
+    if (o.detect_separable && !o.patch && !x.device().is_cuda() && x.numel() > 0 && w.numel() > 0) {
+      const SeparableSkeleton sk = detect_for(comb, x, w);
+      if (sk.terms >= 0) {  // path 2 with the found form; W is already the weight hook's result
+        OpenConv2dOptions o2 = o;
+        o2.weight = nullptr;
+        return open_conv2d_impl(x, w, bias, DetectedSeparable<Combine>{comb, sk}, red, o2);
+      }
+    }
+  }
   auto finish = [&](const Tensor& reduced) {
     Tensor y = o.output ? o.output(reduced) : reduced;
     return bias.defined() ? add(y, bias.view({1, -1, 1, 1})) : y;
@@ -829,6 +945,33 @@ Tensor open_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Co
     case Reduce::Sum: break;
   }
   return d::open_conv2d_impl(x, weight, bias, comb, reduce::Sum{}, o);
+}
+
+// Which of the three paths (docs/open-conv.md) open_conv2d takes for these arguments, and why, in
+// one line; a detected separable form is looked for on this data exactly as open_conv2d does.
+template <class Combine>
+std::string explain_open_conv2d(const Tensor& x, const Tensor& weight, Combine comb, const OpenConv2dOptions& o = {}) {
+  namespace d = open_conv_detail;
+  const bool sum = o.reduce == Reduce::Sum;
+  if (sum && std::is_same_v<Combine, combine::Mul> && !o.patch) return "GEMM convolution (multiply + sum)";
+  if constexpr (d::Separable<Combine>) {
+    if (sum && !x.device().is_cuda())
+      return "separable, declared: " + std::to_string(Combine::separable_terms) + " terms as GEMMs per tile";
+  }
+  if (!sum) return "fused kernel (the reduction is not a sum)";
+  if (std::is_same_v<Combine, combine::Mul>) return "fused loop of one GEMM per tile (multiply + sum with a patch hook)";
+  if (x.device().is_cuda()) return "fused kernel (CUDA)";
+  if constexpr (!d::detectable<Combine>) {
+    return "fused kernel (no separable form is looked for: the combine gives its own dx/dw or is not a template)";
+  } else {
+    if (!o.detect_separable) return "fused kernel (detect_separable is off)";
+    if (o.patch) return "fused kernel (no separable form is looked for with a patch hook)";
+    NoGradGuard ng;
+    const Tensor w = o.weight ? o.weight(weight) : weight;
+    const d::SeparableSkeleton sk = d::detect_for(comb, x, w);
+    if (sk.terms >= 0) return "separable, detected: " + std::to_string(sk.terms) + " terms as GEMMs per tile";
+    return "fused kernel (no separable form with up to 3 terms holds on this data)";
+  }
 }
 
 // The same with a user reduction functor (see reduce:: above); options.reduce must be left at Sum.

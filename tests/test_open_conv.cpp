@@ -394,3 +394,258 @@ TEST_CASE("the README's open-convolution snippets run as written") {
   CHECK(w.grad().defined());
   CHECK(x.grad().defined());
 }
+
+namespace {
+// Combines with cf:: transcendental functions: vectorised through the vector forms of ops/cf_math.h.
+struct GaussianComb {  // exp(-(x - w)^2 / 2): not separable
+  template <class T> T operator()(T x, T w) const {
+    T d = x - w;
+    return cf::exp(T(-0.5) * d * d);
+  }
+};
+struct LogComb {  // log(1 + x^2 + (x w)^2)
+  template <class T> T operator()(T x, T w) const { return cf::log(T(1) + x * x + x * w * x * w); }
+};
+struct SqrtComb {  // sqrt((x - w)^2 + 1)
+  template <class T> T operator()(T x, T w) const { return cf::sqrt(cf::sq(x - w) + T(1)); }
+};
+struct PowComb {  // (|x - w| + 1)^1.5
+  template <class T> T operator()(T x, T w) const { return cf::pow(cf::abs(x - w) + T(1), 1.5); }
+};
+struct SigmoidTanhComb {  // sigmoid(x w) + tanh(x - w)
+  template <class T> T operator()(T x, T w) const { return cf::sigmoid(x * w) + cf::tanh(x - w); }
+};
+struct SoftThreshold {  // branches that differ per lane: x w shrunk towards 0 by 0.3, squared
+  template <class T> T operator()(T x, T w) const {  // (smooth at the kinks, for finite differences)
+    T t = x * w;
+    return t > T(0.3) ? cf::sq(t - T(0.3)) : t < T(-0.3) ? -cf::sq(t + T(0.3)) : T(0);
+  }
+};
+// Separable without saying so: detected.
+struct WTanhX {  // w tanh(x): one term
+  template <class T> T operator()(T x, T w) const { return w * cf::tanh(x); }
+};
+struct ProductPlusTanh {  // x w + tanh(x): two terms
+  template <class T> T operator()(T x, T w) const { return x * w + cf::tanh(x); }
+};
+// Separable (x w) except at one patch value the data is full of: a form found on samples spread
+// over the range would be wrong there, so detection must check the data's values too.
+struct TrapAtValue {
+  template <class T> T operator()(T x, T w) const {
+    return cf::abs(x - T(0.125)) < T(1e-9) ? x * w * w : x * w;
+  }
+};
+}  // namespace
+
+TEST_CASE("open_conv2d: cf:: transcendental functions and per-lane branches match unfold-and-broadcast") {
+  check_against_reference("exp (Gaussian)", GaussianComb{}, [](const Tensor& a, const Tensor& b) {
+    Tensor d = sub(a, b);
+    return exp(mul(mul(d, d), -0.5));
+  }, Reduce::Sum);
+  check_against_reference("log", LogComb{}, [](const Tensor& a, const Tensor& b) {
+    Tensor xw = mul(a, b);
+    return log(add(add(mul(a, a), mul(xw, xw)), 1.0));
+  }, Reduce::Sum);
+  check_against_reference("sqrt", SqrtComb{}, [](const Tensor& a, const Tensor& b) {
+    Tensor d = sub(a, b);
+    return sqrt(add(mul(d, d), 1.0));
+  }, Reduce::Sum);
+  check_against_reference("pow", PowComb{}, [](const Tensor& a, const Tensor& b) {
+    return pow(add(abs(sub(a, b)), 1.0), 1.5);
+  }, Reduce::Sum);
+  check_against_reference("sigmoid + tanh, max", SigmoidTanhComb{}, [](const Tensor& a, const Tensor& b) {
+    return add(sigmoid(mul(a, b)), tanh(sub(a, b)));
+  }, Reduce::Max);
+  check_against_reference("soft threshold (branches per lane)", SoftThreshold{}, [](const Tensor& a, const Tensor& b) {
+    Tensor t = mul(a, b);
+    Tensor hi = sub(t, 0.3), lo = add(t, 0.3);
+    return where(gt(t, 0.3), mul(hi, hi), where(lt(t, -0.3), neg(mul(lo, lo)), zeros_like(t)));
+  }, Reduce::Sum);
+
+  // float: the 4-, 8- and 16-lane float forms, against the double result.
+  Tensor x = randn({2, 8, 9, 9}, kFloat64), w = randn({16, 8, 3, 3}, kFloat64);
+  auto float_vs_double = [&](auto comb, Reduce red) {
+    Tensor yd = open_conv2d(x, w, {}, comb, {.padding = 1, .reduce = red});
+    Tensor yf = open_conv2d(x.to(kFloat32), w.to(kFloat32), {}, comb, {.padding = 1, .reduce = red});
+    check_close(yf.to_vector<double>(), vals(yd), 2e-4);
+  };
+  float_vs_double(GaussianComb{}, Reduce::Sum);
+  float_vs_double(LogComb{}, Reduce::Sum);
+  float_vs_double(SqrtComb{}, Reduce::Sum);
+  float_vs_double(PowComb{}, Reduce::Sum);
+  float_vs_double(SigmoidTanhComb{}, Reduce::Max);
+
+  // NaN and inf go through the vector functions as through libm: NaN stays NaN, exp(-inf) = 0.
+  for (DType dt : {kFloat32, kFloat64}) {
+    Tensor xs = zeros({1, 1, 4, 4}, dt), ws = zeros({1, 1, 1, 1}, dt);
+    xs.view({-1}).select(0, 0).fill_(std::numeric_limits<double>::quiet_NaN());
+    xs.view({-1}).select(0, 1).fill_(std::numeric_limits<double>::infinity());
+    const auto y = open_conv2d(xs, ws, {}, GaussianComb{}).to_vector<double>();
+    CHECK(std::isnan(y[0]));
+    CHECK(y[1] == 0.0);
+    CHECK(y[2] == 1.0);
+    const auto yl = open_conv2d(xs, ones({1, 1, 1, 1}, dt), {}, LogComb{}).to_vector<double>();
+    CHECK(std::isnan(yl[0]));
+    CHECK(std::isinf(yl[1]));
+    CHECK(yl[2] == 0.0);  // log(1 + 0 + 0)
+  }
+}
+
+TEST_CASE("open_conv2d: separable combines are detected from the functor and verified on the data") {
+  check_against_reference("w tanh(x), detected", WTanhX{}, [](const Tensor& a, const Tensor& b) {
+    return mul(b, tanh(a));
+  }, Reduce::Sum);
+  check_against_reference("x w + tanh(x), detected", ProductPlusTanh{}, [](const Tensor& a, const Tensor& b) {
+    return add(mul(a, b), tanh(a));
+  }, Reduce::Sum);
+  Tensor x = randn({2, 4, 7, 7}, kFloat64), w = randn({6, 4, 3, 3}, kFloat64);
+  CHECK(explain_open_conv2d(x, w, WTanhX{}) == "separable, detected: 1 terms as GEMMs per tile");
+  CHECK(explain_open_conv2d(x, w, ProductPlusTanh{}) == "separable, detected: 2 terms as GEMMs per tile");
+  CHECK(explain_open_conv2d(x, w, combine::L2{}) == "separable, declared: 3 terms as GEMMs per tile");
+  CHECK(explain_open_conv2d(x, w, combine::Mul{}) == "GEMM convolution (multiply + sum)");
+  for (const std::string s : {explain_open_conv2d(x, w, Huber{}), explain_open_conv2d(x, w, GaussianComb{}),
+                              explain_open_conv2d(x, w, SoftThreshold{}), explain_open_conv2d(x, w, combine::L1{})})
+    CHECK(s == "fused kernel (no separable form with up to 3 terms holds on this data)");
+  CHECK(explain_open_conv2d(x, w, WTanhX{}, {.detect_separable = false}) == "fused kernel (detect_separable is off)");
+  CHECK(explain_open_conv2d(x, w, Adder{}).find("gives its own dx/dw") != std::string::npos);
+  CHECK(explain_open_conv2d(x, w, WTanhX{}, {.reduce = Reduce::Max}) == "fused kernel (the reduction is not a sum)");
+  // Detected and fused agree (float too: the form's rounding stays near float's).
+  for (DType dt : {kFloat64, kFloat32}) {
+    Tensor xd = x.to(dt), wd = w.to(dt);
+    Tensor a = open_conv2d(xd, wd, {}, ProductPlusTanh{}, {.padding = 1});
+    Tensor b = open_conv2d(xd, wd, {}, ProductPlusTanh{}, {.padding = 1, .detect_separable = false});
+    check_close(a.to_vector<double>(), b.to_vector<double>(), dt == kFloat64 ? 1e-10 : 1e-4);
+  }
+  // The trap: separable on any spread of samples, not at the value half the data holds. The
+  // check on the data's own values rejects the form, and the fused kernel gives the right answer.
+  Tensor xt = randn({2, 2, 6, 6}, kFloat64), wt = randn({3, 2, 3, 3}, kFloat64);
+  {
+    auto* p = xt.data_ptr<double>();
+    for (int64_t i = 0; i < xt.numel(); i += 2) p[i] = 0.125;
+  }
+  CHECK(explain_open_conv2d(xt, wt, TrapAtValue{}) == "fused kernel (no separable form with up to 3 terms holds on this data)");
+  Cfg c{2, 2, 6, 6, 3, 3, 1, 0, 1, 1};
+  Tensor want = reference(xt, wt, c, [](const Tensor& a, const Tensor& b) {
+    Tensor at = where(lt(abs(sub(a, 0.125)), 1e-9), mul(a, mul(b, b)), mul(a, b));
+    return at;
+  }, builtin(Reduce::Sum));
+  check_close(vals(open_conv2d(xt, wt, {}, TrapAtValue{})), vals(want), 1e-12);
+  // Non-finite data: no form is trusted; the fused kernel carries the NaN.
+  Tensor xn = xt.clone();
+  xn.data_ptr<double>()[1] = std::numeric_limits<double>::quiet_NaN();
+  CHECK(explain_open_conv2d(xn, wt, WTanhX{}) == "fused kernel (no separable form with up to 3 terms holds on this data)");
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// The vector forms GCC's vectorised loops call (ops/cpu/isa/vecmath.inc), called directly at every
+// level the CPU has: b = SSE2, c = AVX, d = AVX2, e = AVX-512, float and double.
+namespace {
+typedef float vf4 __attribute__((vector_size(16)));
+typedef float vf8 __attribute__((vector_size(32)));
+typedef float vf16 __attribute__((vector_size(64)));
+typedef double vd2 __attribute__((vector_size(16)));
+typedef double vd4 __attribute__((vector_size(32)));
+typedef double vd8 __attribute__((vector_size(64)));
+}  // namespace
+#define MGT_DECL(attr, tag, VF, NF, VD, ND)                                          \
+  extern "C" {                                                                       \
+  attr VF _ZGV##tag##N##NF##v_mg_cf_expf(VF);                                        \
+  attr VF _ZGV##tag##N##NF##v_mg_cf_logf(VF);                                        \
+  attr VF _ZGV##tag##N##NF##v_mg_cf_tanhf(VF);                                       \
+  attr VF _ZGV##tag##N##NF##v_mg_cf_sqrtf(VF);                                       \
+  attr VF _ZGV##tag##N##NF##vv_mg_cf_powf(VF, VF);                                   \
+  attr VD _ZGV##tag##N##ND##v_mg_cf_exp(VD);                                         \
+  attr VD _ZGV##tag##N##ND##v_mg_cf_log(VD);                                         \
+  attr VD _ZGV##tag##N##ND##v_mg_cf_tanh(VD);                                        \
+  attr VD _ZGV##tag##N##ND##v_mg_cf_sqrt(VD);                                        \
+  attr VD _ZGV##tag##N##ND##vv_mg_cf_pow(VD, VD);                                    \
+  }                                                                                  \
+  namespace {                                                                        \
+  template <class S>                                                                 \
+  attr void apply_##tag(int fn, const S* a, const S* b, S* out, int n) {             \
+    if constexpr (sizeof(S) == 4) {                                                  \
+      for (int i = 0; i < n; i += NF) {                                              \
+        VF x, y, r;                                                                  \
+        __builtin_memcpy(&x, a + i, sizeof x);                                       \
+        __builtin_memcpy(&y, b + i, sizeof y);                                       \
+        r = fn == 0   ? _ZGV##tag##N##NF##v_mg_cf_expf(x)                            \
+            : fn == 1 ? _ZGV##tag##N##NF##v_mg_cf_logf(x)                            \
+            : fn == 2 ? _ZGV##tag##N##NF##v_mg_cf_tanhf(x)                           \
+            : fn == 3 ? _ZGV##tag##N##NF##v_mg_cf_sqrtf(x)                           \
+                      : _ZGV##tag##N##NF##vv_mg_cf_powf(x, y);                       \
+        __builtin_memcpy(out + i, &r, sizeof r);                                     \
+      }                                                                              \
+    } else {                                                                         \
+      for (int i = 0; i < n; i += ND) {                                              \
+        VD x, y, r;                                                                  \
+        __builtin_memcpy(&x, a + i, sizeof x);                                       \
+        __builtin_memcpy(&y, b + i, sizeof y);                                       \
+        r = fn == 0   ? _ZGV##tag##N##ND##v_mg_cf_exp(x)                             \
+            : fn == 1 ? _ZGV##tag##N##ND##v_mg_cf_log(x)                             \
+            : fn == 2 ? _ZGV##tag##N##ND##v_mg_cf_tanh(x)                            \
+            : fn == 3 ? _ZGV##tag##N##ND##v_mg_cf_sqrt(x)                            \
+                      : _ZGV##tag##N##ND##vv_mg_cf_pow(x, y);                        \
+        __builtin_memcpy(out + i, &r, sizeof r);                                     \
+      }                                                                              \
+    }                                                                                \
+  }                                                                                  \
+  }
+MGT_DECL(, b, vf4, 4, vd2, 2)
+MGT_DECL(__attribute__((target("avx"))), c, vf8, 8, vd4, 4)
+MGT_DECL(__attribute__((target("avx2,fma"))), d, vf8, 8, vd4, 4)
+MGT_DECL(__attribute__((target("avx512f"))), e, vf16, 16, vd8, 8)
+#undef MGT_DECL
+
+namespace {
+// Distance in units in the last place; 0 for equal values (and two NaNs), huge across signs.
+template <class S>
+double ulps(S a, S b) {
+  if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b) ? 0 : 1e30;
+  if (a == b) return 0;
+  if (std::isinf(a) || std::isinf(b)) return 1e30;
+  return std::abs(double(a) - double(b)) / double(std::nextafter(std::abs(b), std::numeric_limits<S>::infinity()) - std::abs(b));
+}
+
+template <class S>
+void check_vector_forms() {
+  const S inf = std::numeric_limits<S>::infinity(), nan = std::numeric_limits<S>::quiet_NaN();
+  std::vector<S> a{0, S(-0.0), 1, -1, S(0.5), S(1e-30), S(-1e-30), 80, 89, -87, -104, S(1e10), S(-1e10), inf, -inf,
+                   nan, std::numeric_limits<S>::denorm_min(), S(3.25), S(-2.75), S(20), S(-20), S(1e-3), 2, S(0.1)};
+  std::vector<S> b{2, S(0.5), S(-1.5), 3, 0, 1, S(2.5), -1, S(0.25), 2, 3, S(0.5), 2, 2, 3, 2, 2, S(1.5), 2, S(-2), 3, 2, 10, S(7.5)};
+  while (a.size() % 16) {
+    a.push_back(S(rand({1}, kFloat64).item<double>() * 40 - 20));
+    b.push_back(S(rand({1}, kFloat64).item<double>() * 6 - 3));
+  }
+  const int n = int(a.size());
+  struct Level { const char* name; bool has; void (*fn)(int, const S*, const S*, S*, int); };
+  const Level levels[] = {{"sse2 (b)", true, apply_b<S>},
+                          {"avx (c)", bool(__builtin_cpu_supports("avx")), apply_c<S>},
+                          {"avx2 (d)", __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"), apply_d<S>},
+                          {"avx512 (e)", bool(__builtin_cpu_supports("avx512f")), apply_e<S>}};
+  const char* names[] = {"exp", "log", "tanh", "sqrt", "pow"};
+  for (const Level& l : levels) {
+    if (!l.has) continue;
+    for (int fn = 0; fn < 5; ++fn) {
+      std::vector<S> out(static_cast<size_t>(n));
+      l.fn(fn, a.data(), b.data(), out.data(), n);
+      for (int i = 0; i < n; ++i) {
+        const S x = a[size_t(i)], y = b[size_t(i)];
+        const S want = fn == 0 ? std::exp(x) : fn == 1 ? std::log(x) : fn == 2 ? std::tanh(x) : fn == 3 ? std::sqrt(x)
+                                                                                                     : std::pow(x, y);
+        CAPTURE(l.name);
+        CAPTURE(names[fn]);
+        CAPTURE(x);
+        CAPTURE(y);
+        CAPTURE(out[size_t(i)]);
+        CHECK(ulps(out[size_t(i)], want) <= 3.0);
+      }
+    }
+  }
+}
+}  // namespace
+
+TEST_CASE("cf:: vector forms: within 3 ulp of libm at every vector level the CPU has, NaN and inf included") {
+  check_vector_forms<float>();
+  check_vector_forms<double>();
+}
+#endif

@@ -21,6 +21,7 @@
 #define MG_VEC_BYTES 32
 #define MG_VEC_REGS 16
 #include "kernels.inc"
+#include "vecmath.inc"  // the cf:: math's vector forms at this level
 
 namespace minigrad::cpu {
 const IsaKernels& isa_kernels_avx2() { return isa_avx2::table(); }

@@ -21,6 +21,7 @@
 #define MG_VEC_BYTES 64
 #define MG_VEC_REGS 32
 #include "kernels.inc"
+#include "vecmath.inc"  // the cf:: math's vector forms at this level
 
 namespace minigrad::cpu {
 const IsaKernels& isa_kernels_avx512() { return isa_avx512::table(); }

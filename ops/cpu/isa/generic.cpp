@@ -24,6 +24,7 @@
 #define MG_VEC_BYTES 16
 #define MG_VEC_REGS 16
 #include "kernels.inc"
+#include "vecmath.inc"  // the cf:: math's vector forms at this level
 
 namespace minigrad::cpu {
 const IsaKernels& isa_kernels_generic() { return isa_generic::table(); }
