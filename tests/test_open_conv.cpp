@@ -69,10 +69,10 @@ using Run = std::function<Tensor(const Tensor&, const Tensor&, const Tensor&, co
 // Runs `run` on every case (stride, padding, dilation, groups) and checks values, gradients
 // against autograd through the broadcast reference, and finite differences.
 void check_case(const char* name, const Run& run, const TensorCombine& ops, const TensorReduce& red,
-                OpenConv2dOptions base = {}) {
+                OpenConv2dOptions base = {}, const std::vector<Cfg>& cases = kCases) {
   for (Device dev : devices())
-  for (size_t ci = 0; ci < kCases.size(); ++ci) {
-    const Cfg& c = kCases[ci];
+  for (size_t ci = 0; ci < cases.size(); ++ci) {
+    const Cfg& c = cases[ci];
     const std::string label = name;
     CAPTURE(label);
     CAPTURE(ci);
@@ -98,10 +98,11 @@ void check_case(const char* name, const Run& run, const TensorCombine& ops, cons
 }
 
 template <class Comb>
-void check_against_reference(const char* name, Comb comb, const TensorCombine& ops, Reduce red) {
+void check_against_reference(const char* name, Comb comb, const TensorCombine& ops, Reduce red,
+                             const std::vector<Cfg>& cases = kCases, bool detect = true) {
   check_case(name, [comb](const Tensor& x, const Tensor& w, const Tensor& b, const OpenConv2dOptions& o) {
     return open_conv2d(x, w, b, comb, o);
-  }, ops, builtin(red), {.reduce = red});
+  }, ops, builtin(red), {.reduce = red, .detect_separable = detect}, cases);
 }
 
 }  // namespace
@@ -649,3 +650,56 @@ TEST_CASE("cf:: vector forms: within 3 ulp of libm at every vector level the CPU
   check_vector_forms<double>();
 }
 #endif
+
+namespace {
+// Shapes for the register blocks: full blocks of 4 channels and of several vectors of positions,
+// a channel tail (9 = 2 x 4 + 1, 5 per group) and position tails at every vector width.
+const std::vector<Cfg> kBlockCases = {
+    {1, 3, 12, 11, 9, 3, 1, 1, 1, 1},
+    {2, 4, 10, 9, 10, 3, 1, 1, 1, 2},
+    {1, 2, 13, 13, 4, 3, 2, 1, 1, 1},
+};
+}  // namespace
+
+TEST_CASE("open_conv2d: the fused kernels of every vector level the CPU has match unfold-and-broadcast") {
+  const CpuIsa saved = cpu_isa();
+  auto l1 = [](const Tensor& a, const Tensor& b) { return neg(abs(sub(a, b))); };
+  auto addop = [](const Tensor& a, const Tensor& b) { return add(a, b); };
+  auto huber = [](const Tensor& a, const Tensor& b) {
+    Tensor d = abs(sub(a, b));
+    return where(lt(d, 1.0), mul(mul(d, d), -0.5), sub(full_like(d, 0.5), d));
+  };
+  auto gauss = [](const Tensor& a, const Tensor& b) {
+    Tensor d = sub(a, b);
+    return exp(mul(mul(d, d), -0.5));
+  };
+  for (CpuIsa isa : cpu_isa_levels()) {
+    set_cpu_isa(isa);
+    const std::string level = cpu_isa_name(isa);
+    CAPTURE(level);
+    check_against_reference("L1", combine::L1{}, l1, Reduce::Sum, kBlockCases);
+    check_against_reference("ScaledProduct (own dx, dw)", ScaledProduct{},
+                            [](const Tensor& a, const Tensor& b) { return mul(mul(a, b), 3.0); }, Reduce::Sum, kBlockCases);
+    check_against_reference("max-plus", combine::Add{}, addop, Reduce::Max, kBlockCases);
+    check_against_reference("erosion", combine::Sub{}, [](const Tensor& a, const Tensor& b) { return sub(a, b); },
+                            Reduce::Min, kBlockCases);
+    check_against_reference("Huber", Huber{}, huber, Reduce::Sum, kBlockCases);
+    check_against_reference("Gaussian", GaussianComb{}, gauss, Reduce::Sum, kBlockCases);
+    check_against_reference("w tanh(x), fused", WTanhX{}, [](const Tensor& a, const Tensor& b) { return mul(b, tanh(a)); },
+                            Reduce::Sum, kBlockCases, false);
+    // float, at this level's float width, against the double reference
+    for (const Cfg& c : kBlockCases) {
+      Tensor x = randn({c.N, c.C, c.H, c.W}, kFloat64), w = randn({c.Cout, c.C / c.groups, c.k, c.k}, kFloat64);
+      const OpenConv2dOptions o{.stride = c.stride, .padding = c.padding, .dilation = c.dilation, .groups = c.groups};
+      OpenConv2dOptions om = o;
+      om.reduce = Reduce::Max;
+      check_close(open_conv2d(x.to(kFloat32), w.to(kFloat32), {}, combine::L1{}, o).to_vector<double>(),
+                  vals(reference(x, w, c, l1, builtin(Reduce::Sum))), 1e-4);
+      check_close(open_conv2d(x.to(kFloat32), w.to(kFloat32), {}, combine::Add{}, om).to_vector<double>(),
+                  vals(reference(x, w, c, addop, builtin(Reduce::Max))), 1e-5);
+      check_close(open_conv2d(x.to(kFloat32), w.to(kFloat32), {}, GaussianComb{}, o).to_vector<double>(),
+                  vals(reference(x, w, c, gauss, builtin(Reduce::Sum))), 1e-4);
+    }
+  }
+  set_cpu_isa(saved);
+}

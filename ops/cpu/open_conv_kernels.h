@@ -1,0 +1,613 @@
+// minigrad: the open convolution's fused CPU kernels. They are templates on the user's combine
+// functor, so they compile in the user's translation unit; each is instantiated once per vector
+// level (generic, AVX2+FMA, AVX-512 on x86-64, through target attributes) and the level running is
+// chosen at run time like the plain conv's (cpu_isa(), MINIGRAD_CPU_ISA).
+//
+// Forward (Sum, Max, Min) and the Sum backward run register blocks of RB output channels x NV
+// vectors of positions: per patch row k, the NV vectors of patch values are loaded once and met
+// with RB weights, the functor evaluated over the lanes of each vector (a loop the compiler
+// vectorises: `?:` becomes a blend, cf:: math the vector forms of ops/cf_math.h), the accumulators
+// kept in registers. A term of the functor that depends on x alone is the same for the RB weights
+// of a block and the compiler computes it once (cf:: functions are `const`). Max / Min backward
+// recompute the winners with the same blocks; user reductions keep the scalar kernels below.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "../../core/cpu_isa.h"
+#include "../../core/parallel.h"
+#include "../open_conv_vocab.h"
+
+namespace minigrad::open_conv_detail {
+
+
+#if !defined(__CUDACC__) && (defined(__GNUC__) || defined(__clang__))
+#define MG_OC_BLOCKED 1
+// ---- register-blocked kernels
+
+template <int VB, class T>
+struct OcVec;
+#define MG_OC_VEC(VB)                                                   \
+  template <>                                                           \
+  struct OcVec<VB, float> {                                             \
+    typedef float v __attribute__((vector_size(VB)));                   \
+  };                                                                    \
+  template <>                                                           \
+  struct OcVec<VB, double> {                                            \
+    typedef double v __attribute__((vector_size(VB)));                  \
+  };
+MG_OC_VEC(16)
+MG_OC_VEC(32)
+MG_OC_VEC(64)
+#undef MG_OC_VEC
+
+// RB output channels x NV vectors: 16 accumulators of the 32 AVX-512 registers, 8 of the 16 at
+// AVX2 and SSE2, leaving the rest to the functor's temporaries.
+template <int VB>
+struct OcShape {
+  static constexpr int RB = 4, NV = VB == 64 ? 4 : 2;
+};
+
+// r = comb(x, w) on every lane.
+template <int W, class C, class V, class T>
+[[gnu::always_inline]] inline void oc_lanes(const C& comb, const V& x, T w, V& r) {
+#pragma omp simd
+  for (int l = 0; l < W; ++l) r[l] = T(comb(x[l], w));
+}
+// Both derivatives on every lane.
+template <int W, class C, class V, class T>
+[[gnu::always_inline]] inline void oc_lanes_d(const C& comb, const V& x, T w, V& dx, V& dw) {
+#pragma omp simd
+  for (int l = 0; l < W; ++l) {
+    T a, b;
+    derivatives(comb, x[l], w, a, b);
+    dx[l] = a;
+    dw[l] = b;
+  }
+}
+// The sum of the lanes, by halves.
+template <int VB, class T>
+[[gnu::always_inline]] inline T oc_hsum(const typename OcVec<VB, T>::v& v) {
+  if constexpr (VB == 16) {
+    T s = v[0];
+    for (int l = 1; l < int(16 / sizeof(T)); ++l) s += v[l];
+    return s;
+  } else {
+    typename OcVec<VB / 2, T>::v lo, hi;
+    std::memcpy(&lo, &v, VB / 2);
+    std::memcpy(&hi, reinterpret_cast<const char*>(&v) + VB / 2, VB / 2);
+    const typename OcVec<VB / 2, T>::v s = lo + hi;
+    return oc_hsum<VB / 2, T>(s);
+  }
+}
+
+// Red: 0 sum, 1 max, 2 min.
+template <class R>
+constexpr int oc_red = std::is_same_v<R, reduce::Max> ? 1 : std::is_same_v<R, reduce::Min> ? 2 : 0;
+
+// out[r, q0 + j] for r < RB, j < NV*W from the group's columns cg (K rows of L) and weights wr
+// (RB rows of K); with Track, the winning k into win (same layout as out).
+template <int VB, int RB, int NV, int Red, bool Track, class T, class C>
+[[gnu::always_inline]] inline void oc_fwd_block(const C& comb, const T* cg, const T* wr, T* out, int32_t* win,
+                                                int64_t K, int64_t L) {
+  using V = typename OcVec<VB, T>::v;
+  using M = decltype(V{} > V{});
+  using ME = std::remove_reference_t<decltype(M{}[0])>;
+  constexpr int W = VB / int(sizeof(T));
+  const T id = Red == 0 ? T(0) : Red == 1 ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
+  V acc[RB][NV];
+  M wi[RB][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < RB; ++r)
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) {
+      acc[r][v] = V{} + id;
+      wi[r][v] = M{};
+    }
+  for (int64_t k = 0; k < K; ++k) {
+    V xv[NV];
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) std::memcpy(&xv[v], cg + k * L + v * W, sizeof(V));
+#pragma GCC unroll 16
+    for (int r = 0; r < RB; ++r) {
+      const T wk = wr[r * K + k];
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) {
+        V val;
+        oc_lanes<W>(comb, xv[v], wk, val);
+        if constexpr (Red == 0) {
+          acc[r][v] += val;
+        } else {
+          const M take = Red == 1 ? (val > acc[r][v]) : (val < acc[r][v]);  // NaN never wins
+          acc[r][v] = take ? val : acc[r][v];
+          if constexpr (Track) wi[r][v] = take ? M{} + ME(k) : wi[r][v];
+        }
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < RB; ++r)
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) {
+      std::memcpy(out + r * L + v * W, &acc[r][v], sizeof(V));
+      if constexpr (Track)
+        for (int l = 0; l < W; ++l) win[r * L + v * W + l] = int32_t(wi[r][v][l]);
+    }
+}
+
+// The same for positions [q0, q1) fewer than one vector, lane by lane.
+template <int Red, bool Track, class T, class C>
+inline void oc_fwd_tail(const C& comb, const T* cg, const T* wr, T* out, int32_t* win, int64_t K, int64_t L,
+                        int64_t rows, int64_t q0, int64_t q1) {
+  const T id = Red == 0 ? T(0) : Red == 1 ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t q = q0; q < q1; ++q) {
+      T acc = id;
+      int32_t wk = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const T val = T(comb(cg[k * L + q], wr[r * K + k]));
+        if constexpr (Red == 0) {
+          acc += val;
+        } else {
+          const bool take = Red == 1 ? val > acc : val < acc;
+          acc = take ? val : acc;
+          wk = take ? int32_t(k) : wk;
+        }
+      }
+      out[r * L + q] = acc;
+      if constexpr (Track) win[r * L + q] = wk;
+    }
+}
+
+// How one image's work is cut: per group, position chunks x output chunks; the outputs of a chunk
+// run inside each block of positions, so a block's columns are reused from cache.
+struct OcTasks {
+  int64_t qblocks, qchunks, ochunks, per_group;
+};
+inline OcTasks oc_tasks(const Plan& p, int64_t span, bool split_outputs) {
+  OcTasks t{};
+  t.qblocks = std::max<int64_t>(1, (p.L + span - 1) / span);
+  t.qchunks = t.qblocks;
+  const int64_t want = 2 * int64_t(get_num_threads());
+  t.ochunks = 1;
+  if (split_outputs && p.G * t.qchunks < want) t.ochunks = std::min<int64_t>((p.Og + 3) / 4, (want + p.G * t.qchunks - 1) / (p.G * t.qchunks));
+  t.ochunks = std::max<int64_t>(1, t.ochunks);
+  t.per_group = t.qchunks * t.ochunks;
+  return t;
+}
+
+// Tasks [t0, t1) of one image's forward at vector width VB.
+template <int VB, int Red, bool Track, class T, class C>
+[[gnu::always_inline]] inline void oc_fwd_tasks(const C& comb, const T* cols, const T* w, T* out, int32_t* win,
+                                                const Plan& p, const OcTasks& t, int64_t t0, int64_t t1) {
+  constexpr int W = VB / int(sizeof(T)), RB = OcShape<VB>::RB, NV = OcShape<VB>::NV;
+  const int64_t K = p.K, L = p.L, span = int64_t(NV) * W;
+  for (int64_t task = t0; task < t1; ++task) {
+    const int64_t g = task / t.per_group, rest = task % t.per_group;
+    const int64_t qc = rest / t.ochunks, oc = rest % t.ochunks;
+    const int64_t q0 = qc * span, q1 = std::min(L, q0 + span);
+    const int64_t oa = g * p.Og + p.Og * oc / t.ochunks, ob = g * p.Og + p.Og * (oc + 1) / t.ochunks;
+    const T* cg = cols + g * K * L;
+    for (int64_t o = oa; o < ob;) {
+      const int64_t rows = ob - o >= RB ? RB : 1;
+      const T* wr = w + o * K;
+      T* orow = out + o * L;
+      int32_t* wrow = Track ? win + o * L : nullptr;
+      int64_t q = q0;
+      if (rows == RB) {
+        if (q1 - q == span) {
+          oc_fwd_block<VB, RB, NV, Red, Track>(comb, cg + q, wr, orow + q, Track ? wrow + q : nullptr, K, L);
+          q += span;
+        }
+        for (; q + W <= q1; q += W)
+          oc_fwd_block<VB, RB, 1, Red, Track>(comb, cg + q, wr, orow + q, Track ? wrow + q : nullptr, K, L);
+      } else {
+        for (; q + W <= q1; q += W)
+          oc_fwd_block<VB, 1, 1, Red, Track>(comb, cg + q, wr, orow + q, Track ? wrow + q : nullptr, K, L);
+      }
+      if (q < q1) oc_fwd_tail<Red, Track>(comb, cg, wr, orow, wrow, K, L, rows, q, q1);
+      o += rows;
+    }
+  }
+}
+
+// dW (into the chunk's buffer dwb, Cout x K) and dcols (G*K x L) of a Sum, for the block of RB
+// channels from o and NV vectors of positions from q; `first`: the first block of channels of the
+// group writes dcols, the others add.
+template <int VB, int RB, int NV, bool Dx, bool Dw, class T, class C>
+[[gnu::always_inline]] inline void oc_bwd_block(const C& comb, const T* cg, const T* wr, const T* gy, T* dwb, T* dc,
+                                                bool first, int64_t K, int64_t L) {
+  using V = typename OcVec<VB, T>::v;
+  constexpr int W = VB / int(sizeof(T));
+  V g[RB][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < RB; ++r)
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) std::memcpy(&g[r][v], gy + r * L + v * W, sizeof(V));
+  for (int64_t k = 0; k < K; ++k) {
+    V xv[NV], dcv[NV];
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) {
+      std::memcpy(&xv[v], cg + k * L + v * W, sizeof(V));
+      dcv[v] = V{};
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < RB; ++r) {
+      const T wk = wr[r * K + k];
+      V dwacc = V{};
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) {
+        V ddx, ddw;
+        oc_lanes_d<W>(comb, xv[v], wk, ddx, ddw);
+        if constexpr (Dx) dcv[v] += g[r][v] * ddx;
+        if constexpr (Dw) dwacc += g[r][v] * ddw;
+      }
+      if constexpr (Dw) dwb[r * K + k] += oc_hsum<VB, T>(dwacc);
+    }
+    if constexpr (Dx) {
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) {
+        T* d = dc + k * L + v * W;
+        if (first) {
+          std::memcpy(d, &dcv[v], sizeof(V));
+        } else {
+          V old;
+          std::memcpy(&old, d, sizeof(V));
+          old += dcv[v];
+          std::memcpy(d, &old, sizeof(V));
+        }
+      }
+    }
+  }
+}
+
+template <bool Dx, bool Dw, class T, class C>
+inline void oc_bwd_tail(const C& comb, const T* cg, const T* wr, const T* gy, T* dwb, T* dc, bool first, int64_t K,
+                        int64_t L, int64_t rows, int64_t q0, int64_t q1) {
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t q = q0; q < q1; ++q) {
+      T s = 0;
+      for (int64_t r = 0; r < rows; ++r) {
+        T ddx, ddw;
+        derivatives(comb, cg[k * L + q], wr[r * K + k], ddx, ddw);
+        if constexpr (Dx) s += gy[r * L + q] * ddx;
+        if constexpr (Dw) dwb[r * K + k] += gy[r * L + q] * ddw;
+      }
+      if constexpr (Dx) dc[k * L + q] = first ? s : dc[k * L + q] + s;
+    }
+}
+
+// Tasks [t0, t1) of one image's Sum backward (tasks: group x block of positions, all the group's
+// channels), dW sums into dwb.
+template <int VB, bool Dx, bool Dw, class T, class C>
+[[gnu::always_inline]] inline void oc_bwd_tasks(const C& comb, const T* cols, const T* w, const T* gy, T* dwb,
+                                                T* dcols, const Plan& p, const OcTasks& t, int64_t t0, int64_t t1) {
+  constexpr int W = VB / int(sizeof(T)), RB = OcShape<VB>::RB, NV = OcShape<VB>::NV;
+  const int64_t K = p.K, L = p.L, span = int64_t(NV) * W;
+  for (int64_t task = t0; task < t1; ++task) {
+    const int64_t g = task / t.per_group, qc = task % t.per_group;
+    const int64_t q0 = qc * span, q1 = std::min(L, q0 + span);
+    const T* cg = cols + g * K * L;
+    T* dc = Dx ? dcols + g * K * L : nullptr;
+    for (int64_t o = g * p.Og; o < (g + 1) * p.Og;) {
+      const int64_t rows = (g + 1) * p.Og - o >= RB ? RB : 1;
+      const bool first = o == g * p.Og;
+      const T* wr = w + o * K;
+      const T* gr = gy + o * L;
+      T* db = Dw ? dwb + o * K : nullptr;
+      int64_t q = q0;
+      if (rows == RB) {
+        if (q1 - q == span) {
+          oc_bwd_block<VB, RB, NV, Dx, Dw>(comb, cg + q, wr, gr + q, db, Dx ? dc + q : nullptr, first, K, L);
+          q += span;
+        }
+        for (; q + W <= q1; q += W)
+          oc_bwd_block<VB, RB, 1, Dx, Dw>(comb, cg + q, wr, gr + q, db, Dx ? dc + q : nullptr, first, K, L);
+      } else {
+        for (; q + W <= q1; q += W)
+          oc_bwd_block<VB, 1, 1, Dx, Dw>(comb, cg + q, wr, gr + q, db, Dx ? dc + q : nullptr, first, K, L);
+      }
+      if (q < q1) oc_bwd_tail<Dx, Dw>(comb, cg, wr, gr, db, dc, first, K, L, rows, q, q1);
+      o += rows;
+    }
+  }
+}
+
+// One function per level, each compiled for its ISA (the user's functor is inlined into it).
+#if defined(__x86_64__)
+#define MG_OC_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define MG_OC_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+#define MG_OC_LEVELS(X) X(generic, , 16) X(avx2, MG_OC_TARGET_AVX2, 32) X(avx512, MG_OC_TARGET_AVX512, 64)
+#else
+#define MG_OC_LEVELS(X) X(generic, , 16)
+#endif
+#define MG_OC_DEFINE(name, attr, VB)                                                                              \
+  template <int Red, bool Track, class T, class C>                                                               \
+  attr void oc_fwd_##name(const C& comb, const T* cols, const T* w, T* out, int32_t* win, const Plan& p,          \
+                          const OcTasks& t, int64_t t0, int64_t t1) {                                            \
+    oc_fwd_tasks<VB, Red, Track>(comb, cols, w, out, win, p, t, t0, t1);                                         \
+  }                                                                                                              \
+  template <bool Dx, bool Dw, class T, class C>                                                                  \
+  attr void oc_bwd_##name(const C& comb, const T* cols, const T* w, const T* gy, T* dwb, T* dcols, const Plan& p, \
+                          const OcTasks& t, int64_t t0, int64_t t1) {                                            \
+    oc_bwd_tasks<VB, Dx, Dw>(comb, cols, w, gy, dwb, dcols, p, t, t0, t1);                                       \
+  }
+MG_OC_LEVELS(MG_OC_DEFINE)
+#undef MG_OC_DEFINE
+
+// The positions of one block at the running level (the span the tasks are cut in).
+template <class T>
+inline int64_t oc_span(CpuIsa isa) {
+  const int vb = isa == CpuIsa::Avx512 ? 64 : isa == CpuIsa::Avx2 ? 32 : 16;
+  return int64_t(vb == 64 ? OcShape<64>::NV : OcShape<16>::NV) * (vb / int64_t(sizeof(T)));
+}
+
+// Forward of one image with a built-in reduction: out (Cout, L); win (Cout, L) with Track.
+template <class T, class C, class R, bool Track = false>
+void fused_forward(const C& comb, const T* cols, const T* w, T* out, int32_t* win, const Plan& p) {
+  constexpr int Red = oc_red<R>;
+  const CpuIsa isa = cpu_isa();
+  const OcTasks t = oc_tasks(p, oc_span<T>(isa), true);
+  parallel_for(0, p.G * t.per_group, 1, [&](int64_t t0, int64_t t1) {
+#if defined(__x86_64__)
+    if (isa == CpuIsa::Avx512) return oc_fwd_avx512<Red, Track>(comb, cols, w, out, win, p, t, t0, t1);
+    if (isa == CpuIsa::Avx2) return oc_fwd_avx2<Red, Track>(comb, cols, w, out, win, p, t, t0, t1);
+#endif
+    oc_fwd_generic<Red, Track>(comb, cols, w, out, win, p, t, t0, t1);
+  });
+}
+
+// Sum backward of one image: dw (Cout, K) accumulated, dcols (G*K, L) written, either may be null.
+// Fixed chunks of tasks each sum dW into their own buffer, added in chunk order: the result does not
+// depend on which thread ran what.
+template <class T, class C, bool Dx, bool Dw>
+void fused_backward_sum(const C& comb, const T* cols, const T* w, const T* gy, T* dw, T* dcols, const Plan& p) {
+  const CpuIsa isa = cpu_isa();
+  const OcTasks t = oc_tasks(p, oc_span<T>(isa), false);
+  const int64_t tasks = p.G * t.per_group;
+  const int64_t chunks = std::min<int64_t>(tasks, 2 * int64_t(get_num_threads()));
+  std::vector<T> dwb(Dw ? size_t(chunks * p.Cout * p.K) : 0, T(0));
+  parallel_chunks(chunks, [&](int64_t c, int) {
+    const int64_t t0 = tasks * c / chunks, t1 = tasks * (c + 1) / chunks;
+    T* db = Dw ? dwb.data() + c * p.Cout * p.K : nullptr;
+#if defined(__x86_64__)
+    if (isa == CpuIsa::Avx512) return oc_bwd_avx512<Dx, Dw>(comb, cols, w, gy, db, dcols, p, t, t0, t1);
+    if (isa == CpuIsa::Avx2) return oc_bwd_avx2<Dx, Dw>(comb, cols, w, gy, db, dcols, p, t, t0, t1);
+#endif
+    oc_bwd_generic<Dx, Dw>(comb, cols, w, gy, db, dcols, p, t, t0, t1);
+  });
+  if constexpr (Dw)
+    for (int64_t c = 0; c < chunks; ++c)
+      for (int64_t i = 0; i < p.Cout * p.K; ++i) dw[i] += dwb[size_t(c * p.Cout * p.K + i)];
+}
+#endif  // register-blocked kernels
+
+// Max / Min over k of combine(cols[k, q], w[k]) for every position q of one output channel, into
+// best (L). With Track, also the winning k into win (L). Forward and backward share this, so the
+// gradient goes exactly to the k the forward chose (first winner on ties; NaN never wins).
+template <bool Track, class T, class C>
+void extreme_over_k(const C& comb, bool is_max, const T* cg, const T* wr, int64_t K, int64_t L, T* best,
+                    int32_t* win) {
+  const T id = is_max ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
+  for (int64_t q = 0; q < L; ++q) best[q] = id;
+  if constexpr (Track)
+    for (int64_t q = 0; q < L; ++q) win[q] = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    const T wk = wr[k];
+    const T* cr = cg + k * L;
+    for (int64_t q = 0; q < L; ++q) {
+      const T v = comb(cr[q], wk);
+      const bool take = is_max ? v > best[q] : v < best[q];
+      best[q] = take ? v : best[q];
+      if constexpr (Track) win[q] = take ? int32_t(k) : win[q];
+    }
+  }
+}
+
+// Forward for one image: cols (G*K, L), w (Cout, K), out (Cout, L).
+template <class T, class C, class R>
+void forward_image(const C& comb, [[maybe_unused]] const R& red, const T* cols, const T* w, T* out, const Plan& p) {
+#if defined(MG_OC_BLOCKED)
+  if constexpr (builtin_reduce<R>) return fused_forward<T, C, R>(comb, cols, w, out, nullptr, p);
+#endif
+  const int64_t K = p.K, L = p.L;
+  parallel_for(0, p.Cout, grain_for(K * L), [&](int64_t o0_, int64_t o1_) {
+    for (int64_t o = o0_; o < o1_; ++o) {
+      const T* cg = cols + (o / p.Og) * K * L;
+      const T* wr = w + o * K;
+      T* acc = out + o * L;
+      if constexpr (std::is_same_v<R, reduce::Max> || std::is_same_v<R, reduce::Min>) {
+        extreme_over_k<false>(comb, std::is_same_v<R, reduce::Max>, cg, wr, K, L, acc, nullptr);
+      } else {
+        const T id = std::is_same_v<R, reduce::Sum> ? T(0) : identity_of<T, R>();
+        for (int64_t q = 0; q < L; ++q) acc[q] = id;
+        for (int64_t k = 0; k < K; ++k) {
+          const T wk = wr[k];
+          const T* cr = cg + k * L;
+          if constexpr (std::is_same_v<R, reduce::Sum>) {
+            for (int64_t q = 0; q < L; ++q) acc[q] += comb(cr[q], wk);
+          } else {
+            for (int64_t q = 0; q < L; ++q) acc[q] = red(acc[q], comb(cr[q], wk));
+          }
+        }
+      }
+    }
+  });
+}
+
+// Backward of a user reduction for one image. The gradient of r = v_0 (+) ... (+) v_{K-1} with
+// respect to v_k is d/dt [ (prefix_{k-1} (+) t) (+) suffix_{k+1} ] at t = v_k, which needs only
+// associativity: prefixes are stored for a chunk of positions, suffixes run backwards. Blocks of
+// chunks of positions run in parallel, so dcols needs no atomics; each block keeps its own dw sums,
+// added up in block order at the end.
+template <class T, class C, class R>
+void generic_backward_image(const C& comb, const R& red, const T* cols, const T* w, const T* gy, T* dw, T* dcols,
+                            const Plan& p) {
+  const int64_t K = p.K, L = p.L, rows = p.G * K;
+  constexpr int64_t kChunk = 64;
+  const int64_t chunks = (L + kChunk - 1) / kChunk;
+  const T id = identity_of<T, R>();
+  if (dcols)
+    for (int64_t i = 0; i < rows * L; ++i) dcols[i] = T(0);
+  const bool par = p.Cout * K * L >= kParallelGrain;
+  const int64_t blocks = par ? std::min<int64_t>(chunks, 2 * int64_t(get_num_threads())) : 1;
+  std::vector<T> dw_blocks(dw ? size_t(blocks * p.Cout * K) : 0, T(0));
+  parallel_chunks(blocks, [&](int64_t blk, int) {
+    T* dw_local = dw ? dw_blocks.data() + blk * p.Cout * K : nullptr;
+    std::vector<T> prefix(size_t(K * kChunk)), acc(kChunk), suffix(kChunk);
+    for (int64_t c = chunks * blk / blocks; c < chunks * (blk + 1) / blocks; ++c) {
+      const int64_t q0 = c * kChunk, n = std::min(kChunk, L - q0);
+      for (int64_t o = 0; o < p.Cout; ++o) {
+        const int64_t grp = o / p.Og;
+        const T* cg = cols + grp * K * L + q0;
+        const T* wr = w + o * K;
+        const T* g = gy + o * L + q0;
+        for (int64_t q = 0; q < n; ++q) acc[q] = id;
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t q = 0; q < n; ++q) {
+            prefix[k * kChunk + q] = acc[q];
+            acc[q] = red(acc[q], comb(cg[k * L + q], wr[k]));
+          }
+        for (int64_t q = 0; q < n; ++q) suffix[q] = id;
+        for (int64_t k = K - 1; k >= 0; --k) {
+          const T wk = wr[k];
+          T sdw = 0;
+          for (int64_t q = 0; q < n; ++q) {
+            const T xv = cg[k * L + q], v = comb(xv, wk);
+            const Dual2<T> r = red(red(Dual2<T>{prefix[k * kChunk + q], T(0), T(0)}, Dual2<T>{v, T(1), T(0)}),
+                                   Dual2<T>{suffix[q], T(0), T(0)});
+            const T gq = g[q] * r.dx;
+            T ddx, ddw;
+            derivatives(comb, xv, wk, ddx, ddw);
+            if (dcols) dcols[(grp * K + k) * L + q0 + q] += gq * ddx;
+            sdw += gq * ddw;
+            suffix[q] = red(v, suffix[q]);
+          }
+          if (dw) dw_local[o * K + k] += sdw;
+        }
+      }
+    }
+  });
+  // the blocks' sums in block order: the result does not depend on which thread ran which block
+  if (dw)
+    for (int64_t b = 0; b < blocks; ++b)
+      for (int64_t i = 0; i < p.Cout * K; ++i) dw[i] += dw_blocks[size_t(b * p.Cout * K + i)];
+}
+
+// Backward for one image. gy (Cout, L); dw (Cout, K) accumulated; dcols (G*K, L) written when
+// not null; win (Cout, L) scratch for Max/Min, where the gradient goes to the winning k.
+template <class T, class C, class R>
+void backward_image(const C& comb, [[maybe_unused]] const R& red, const T* cols, const T* w, const T* gy, T* dw, T* dcols,
+                    int32_t* win, const Plan& p) {
+  const int64_t K = p.K, L = p.L, rows = p.G * K;
+  if constexpr (!builtin_reduce<R>) {
+    generic_backward_image<T>(comb, red, cols, w, gy, dw, dcols, p);
+  } else if constexpr (std::is_same_v<R, reduce::Sum>) {
+#if defined(MG_OC_BLOCKED)
+    if (dw && dcols) return fused_backward_sum<T, C, true, true>(comb, cols, w, gy, dw, dcols, p);
+    if (dw) return fused_backward_sum<T, C, false, true>(comb, cols, w, gy, dw, nullptr, p);
+    if (dcols) return fused_backward_sum<T, C, true, false>(comb, cols, w, gy, nullptr, dcols, p);
+    return;
+#endif
+    if (dw) {
+      parallel_for(0, p.Cout, grain_for(K * L), [&](int64_t o0_, int64_t o1_) {
+        for (int64_t o = o0_; o < o1_; ++o) {
+          const T* cg = cols + (o / p.Og) * K * L;
+          for (int64_t k = 0; k < K; ++k) {
+            const T wk = w[o * K + k];
+            const T* cr = cg + k * L;
+            const T* g = gy + o * L;
+            T s = 0;
+#pragma omp simd reduction(+ : s)  // lets the sum be vectorised (reassociated) in this loop only
+            for (int64_t q = 0; q < L; ++q) {
+              T ddx, ddw;
+              derivatives(comb, cr[q], wk, ddx, ddw);
+              s += g[q] * ddw;
+            }
+            dw[o * K + k] += s;
+          }
+        }
+      });
+    }
+    if (dcols) {
+      parallel_for(0, rows, grain_for(p.Og * L), [&](int64_t r0_, int64_t r1_) {
+        for (int64_t r = r0_; r < r1_; ++r) {  // each column row collects from its group's outputs
+          const int64_t grp = r / K, k = r % K;
+          const T* cr = cols + r * L;
+          T* d = dcols + r * L;
+          for (int64_t q = 0; q < L; ++q) d[q] = T(0);
+          for (int64_t o = grp * p.Og; o < (grp + 1) * p.Og; ++o) {
+            const T wk = w[o * K + k];
+            const T* g = gy + o * L;
+#pragma omp simd
+            for (int64_t q = 0; q < L; ++q) {
+              T ddx, ddw;
+              derivatives(comb, cr[q], wk, ddx, ddw);
+              d[q] += g[q] * ddx;
+            }
+          }
+        }
+      });
+    }
+  } else {
+    // Max / Min: recompute which k won each (o, q), exactly as the forward did, then route the
+    // gradient there.
+#if defined(MG_OC_BLOCKED)
+    {
+      std::vector<T> best(size_t(p.Cout * L));
+      fused_forward<T, C, R, true>(comb, cols, w, best.data(), win, p);
+    }
+    if (dw)
+      parallel_for(0, p.Cout, grain_for(L), [&](int64_t o0_, int64_t o1_) {
+        for (int64_t o = o0_; o < o1_; ++o) {
+          const T* cg = cols + (o / p.Og) * K * L;
+          const int32_t* wi = win + o * L;
+          const T* g = gy + o * L;
+          for (int64_t q = 0; q < L; ++q) {
+            const int64_t k = wi[q];
+            T ddx, ddw;
+            derivatives(comb, cg[k * L + q], w[o * K + k], ddx, ddw);
+            dw[o * K + k] += g[q] * ddw;
+          }
+        }
+      });
+    if (false)
+#endif
+    parallel_for(0, p.Cout, grain_for(K * L), [&](int64_t o0_, int64_t o1_) {
+      for (int64_t o = o0_; o < o1_; ++o) {
+        const T* cg = cols + (o / p.Og) * K * L;
+        int32_t* wi = win + o * L;
+        std::vector<T> best(static_cast<size_t>(L));
+        extreme_over_k<true>(comb, std::is_same_v<R, reduce::Max>, cg, w + o * K, K, L, best.data(), wi);
+        if (dw) {
+          const T* g = gy + o * L;
+          for (int64_t q = 0; q < L; ++q) {
+            const int64_t k = wi[q];
+            T ddx, ddw;
+            derivatives(comb, cg[k * L + q], w[o * K + k], ddx, ddw);
+            dw[o * K + k] += g[q] * ddw;
+          }
+        }
+      }
+    });
+    if (dcols) {
+      for (int64_t i = 0; i < rows * L; ++i) dcols[i] = T(0);
+      parallel_for(0, L, grain_for(p.Cout), [&](int64_t q0, int64_t q1) {
+        for (int64_t q = q0; q < q1; ++q)  // positions are independent
+          for (int64_t o = 0; o < p.Cout; ++o) {
+            const int64_t k = win[o * L + q], r = (o / p.Og) * K + k;
+            T ddx, ddw;
+            derivatives(comb, cols[r * L + q], w[o * K + k], ddx, ddw);
+            dcols[r * L + q] += gy[o * L + q] * ddx;
+          }
+      });
+    }
+  }
+}
+
+
+}  // namespace minigrad::open_conv_detail
