@@ -145,16 +145,30 @@ std::vector<double> spread(double lo, double hi, std::initializer_list<double> f
 
 void data_summary(const Tensor& t, double& lo, double& hi, std::vector<double>& some) {
   Tensor c = t.detach().contiguous();
-  lo = min(c).item<double>();
-  hi = max(c).item<double>();
+  lo = std::numeric_limits<double>::infinity();
+  hi = -lo;
   some.clear();
-  if (!std::isfinite(sum(c).item<double>())) {  // NaN or inf in the data: such data goes to the fused kernel
-    lo = -std::numeric_limits<double>::infinity();
-    return;
-  }
-  Tensor flat = c.view({-1});
-  const int64_t n = flat.numel(), step = std::max<int64_t>(1, n / 16);
-  for (int64_t i = 0; i < n; i += step) some.push_back(flat.select(0, i).item<double>());
+  visit_floating(c.dtype(), "open_conv2d", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* p = c.data_ptr<T>();
+    const int64_t n = c.numel();
+    T mn = std::numeric_limits<T>::infinity(), mx = -mn;
+    bool finite = true;
+    for (int64_t i = 0; i < n; ++i) {  // one pass: min, max, and whether all are finite (NaN fails both tests)
+      const T v = p[i];
+      mn = v < mn ? v : mn;
+      mx = v > mx ? v : mx;
+      finite = finite && v - v == T(0);
+    }
+    if (!finite) {  // NaN or inf in the data: no form is trusted, the fused kernel carries them
+      lo = -std::numeric_limits<double>::infinity();
+      return;
+    }
+    lo = double(mn);
+    hi = double(mx);
+    const int64_t step = std::max<int64_t>(1, n / 16);
+    for (int64_t i = 0; i < n; i += step) some.push_back(double(p[i]));
+  });
 }
 
 SeparableSkeleton detect_separable_form(const CombineSampler& c, double xlo, double xhi, double wlo, double whi,

@@ -321,8 +321,11 @@ struct DetectedSeparable {
   }
 };
 
+// Built-in combines known to have no separable form are not sampled.
 template <class C>
-constexpr bool detectable = !HasOwnDerivatives<C, float> && !HasOwnDerivatives<C, double> &&
+constexpr bool known_not_separable = std::is_same_v<C, combine::L1> || std::is_same_v<C, combine::Adder>;
+template <class C>
+constexpr bool detectable = !known_not_separable<C> && !HasOwnDerivatives<C, float> && !HasOwnDerivatives<C, double> &&
                             DualDifferentiable<C, float> && DualDifferentiable<C, double> &&
                             requires(const C c, double x) {
                               { c(x, x) } -> std::convertible_to<double>;
@@ -548,7 +551,9 @@ std::string explain_open_conv2d(const Tensor& x, const Tensor& weight, Combine c
   if (std::is_same_v<Combine, combine::Mul>) return "fused loop of one GEMM per tile (multiply + sum with a patch hook)";
   if (x.device().is_cuda()) return "fused kernel (CUDA)";
   if constexpr (!d::detectable<Combine>) {
-    return "fused kernel (no separable form is looked for: the combine gives its own dx/dw or is not a template)";
+    return d::known_not_separable<Combine>
+               ? "fused kernel (a built-in combine without a separable form)"
+               : "fused kernel (no separable form is looked for: the combine gives its own dx/dw or is not a template)";
   } else {
     if (!o.detect_separable) return "fused kernel (detect_separable is off)";
     if (o.patch) return "fused kernel (no separable form is looked for with a patch hook)";

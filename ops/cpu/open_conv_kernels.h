@@ -27,6 +27,12 @@ namespace minigrad::open_conv_detail {
 
 #if !defined(__CUDACC__) && (defined(__GNUC__) || defined(__clang__))
 #define MG_OC_BLOCKED 1
+#ifndef MG_OC_NVB
+#define MG_OC_NVB 4
+#endif
+#ifndef MG_OC_RBB
+#define MG_OC_RBB 8
+#endif
 // ---- register-blocked kernels
 
 template <int VB, class T>
@@ -50,6 +56,8 @@ MG_OC_VEC(64)
 template <int VB>
 struct OcShape {
   static constexpr int RB = 4, NV = VB == 64 ? 4 : 2;
+  // backward: RBB channels x NVB vectors (dW's RBB vector sums, NVB patch and dcols vectors)
+  static constexpr int RBB = VB == 64 ? MG_OC_RBB : 4, NVB = VB == 64 ? MG_OC_NVB : 2;
 };
 
 // r = comb(x, w) on every lane.
@@ -215,104 +223,98 @@ template <int VB, int Red, bool Track, class T, class C>
   }
 }
 
-// dW (into the chunk's buffer dwb, Cout x K) and dcols (G*K x L) of a Sum, for the block of RB
-// channels from o and NV vectors of positions from q; `first`: the first block of channels of the
-// group writes dcols, the others add.
+// dW and dcols of a Sum for RB channels (rows wr of W, gr of gy) and patch row k over positions
+// [qa, qb): blocks of NV vectors, then single vectors, then lanes one by one. dW's vector sums stay
+// in registers over the whole range, one horizontal sum per (channel, k) at the end (into dwb);
+// `first`: the group's first block of channels writes dcols, the others add.
 template <int VB, int RB, int NV, bool Dx, bool Dw, class T, class C>
-[[gnu::always_inline]] inline void oc_bwd_block(const C& comb, const T* cg, const T* wr, const T* gy, T* dwb, T* dc,
-                                                bool first, int64_t K, int64_t L) {
+[[gnu::always_inline]] inline void oc_bwd_row(const C& comb, const T* xr, const T* wr, const T* gr, T* dwb, T* dr,
+                                              bool first, int64_t K, int64_t L, int64_t k, int64_t qa, int64_t qb) {
   using V = typename OcVec<VB, T>::v;
   constexpr int W = VB / int(sizeof(T));
-  V g[RB][NV];
+  V dwacc[RB];
+  T wk[RB], tail[RB];
 #pragma GCC unroll 16
-  for (int r = 0; r < RB; ++r)
+  for (int r = 0; r < RB; ++r) {
+    dwacc[r] = V{};
+    wk[r] = wr[r * K + k];
+    tail[r] = T(0);
+  }
+  int64_t q = qa;
+  auto step = [&](auto nv_c) {
+    constexpr int nv = decltype(nv_c)::value;
+    V xv[nv], dcv[nv];
 #pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) std::memcpy(&g[r][v], gy + r * L + v * W, sizeof(V));
-  for (int64_t k = 0; k < K; ++k) {
-    V xv[NV], dcv[NV];
-#pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) {
-      std::memcpy(&xv[v], cg + k * L + v * W, sizeof(V));
+    for (int v = 0; v < nv; ++v) {
+      std::memcpy(&xv[v], xr + q + v * W, sizeof(V));
       dcv[v] = V{};
     }
 #pragma GCC unroll 16
-    for (int r = 0; r < RB; ++r) {
-      const T wk = wr[r * K + k];
-      V dwacc = V{};
+    for (int r = 0; r < RB; ++r)
 #pragma GCC unroll 16
-      for (int v = 0; v < NV; ++v) {
-        V ddx, ddw;
-        oc_lanes_d<W>(comb, xv[v], wk, ddx, ddw);
-        if constexpr (Dx) dcv[v] += g[r][v] * ddx;
-        if constexpr (Dw) dwacc += g[r][v] * ddw;
+      for (int v = 0; v < nv; ++v) {
+        V g, ddx, ddw;
+        std::memcpy(&g, gr + r * L + q + v * W, sizeof(V));
+        oc_lanes_d<W>(comb, xv[v], wk[r], ddx, ddw);
+        if constexpr (Dx) dcv[v] += g * ddx;
+        if constexpr (Dw) dwacc[r] += g * ddw;
       }
-      if constexpr (Dw) dwb[r * K + k] += oc_hsum<VB, T>(dwacc);
-    }
     if constexpr (Dx) {
 #pragma GCC unroll 16
-      for (int v = 0; v < NV; ++v) {
-        T* d = dc + k * L + v * W;
-        if (first) {
-          std::memcpy(d, &dcv[v], sizeof(V));
-        } else {
+      for (int v = 0; v < nv; ++v) {
+        T* d = dr + q + v * W;
+        if (!first) {
           V old;
           std::memcpy(&old, d, sizeof(V));
-          old += dcv[v];
-          std::memcpy(d, &old, sizeof(V));
+          dcv[v] += old;
         }
+        std::memcpy(d, &dcv[v], sizeof(V));
       }
     }
+    q += int64_t(nv) * W;
+  };
+  for (; q + int64_t(NV) * W <= qb;) step(std::integral_constant<int, NV>{});
+  for (; q + W <= qb;) step(std::integral_constant<int, 1>{});
+  for (; q < qb; ++q) {
+    T s = 0;
+    for (int r = 0; r < RB; ++r) {
+      T ddx, ddw;
+      derivatives(comb, xr[q], wk[r], ddx, ddw);
+      if constexpr (Dx) s += gr[r * L + q] * ddx;
+      if constexpr (Dw) tail[r] += gr[r * L + q] * ddw;
+    }
+    if constexpr (Dx) dr[q] = first ? s : dr[q] + s;
   }
+  if constexpr (Dw)
+#pragma GCC unroll 16
+    for (int r = 0; r < RB; ++r) dwb[r * K + k] += oc_hsum<VB, T>(dwacc[r]) + tail[r];
 }
 
-template <bool Dx, bool Dw, class T, class C>
-inline void oc_bwd_tail(const C& comb, const T* cg, const T* wr, const T* gy, T* dwb, T* dc, bool first, int64_t K,
-                        int64_t L, int64_t rows, int64_t q0, int64_t q1) {
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t q = q0; q < q1; ++q) {
-      T s = 0;
-      for (int64_t r = 0; r < rows; ++r) {
-        T ddx, ddw;
-        derivatives(comb, cg[k * L + q], wr[r * K + k], ddx, ddw);
-        if constexpr (Dx) s += gy[r * L + q] * ddx;
-        if constexpr (Dw) dwb[r * K + k] += gy[r * L + q] * ddw;
-      }
-      if constexpr (Dx) dc[k * L + q] = first ? s : dc[k * L + q] + s;
-    }
-}
-
-// Tasks [t0, t1) of one image's Sum backward (tasks: group x block of positions, all the group's
-// channels), dW sums into dwb.
+// Tasks [t0, t1) of one image's Sum backward; a task is a group x a chunk of positions, with all
+// the group's channels; dW sums into the buffer of the task's chunk, dwb + chunk * Cout * K.
 template <int VB, bool Dx, bool Dw, class T, class C>
 [[gnu::always_inline]] inline void oc_bwd_tasks(const C& comb, const T* cols, const T* w, const T* gy, T* dwb,
                                                 T* dcols, const Plan& p, const OcTasks& t, int64_t t0, int64_t t1) {
-  constexpr int W = VB / int(sizeof(T)), RB = OcShape<VB>::RB, NV = OcShape<VB>::NV;
-  const int64_t K = p.K, L = p.L, span = int64_t(NV) * W;
+  constexpr int RB = OcShape<VB>::RBB, NV = OcShape<VB>::NVB;
+  const int64_t K = p.K, L = p.L;
   for (int64_t task = t0; task < t1; ++task) {
     const int64_t g = task / t.per_group, qc = task % t.per_group;
-    const int64_t q0 = qc * span, q1 = std::min(L, q0 + span);
+    const int64_t qa = L * qc / t.qchunks, qb = L * (qc + 1) / t.qchunks;
     const T* cg = cols + g * K * L;
     T* dc = Dx ? dcols + g * K * L : nullptr;
+    T* db = Dw ? dwb + qc * p.Cout * K : nullptr;
     for (int64_t o = g * p.Og; o < (g + 1) * p.Og;) {
-      const int64_t rows = (g + 1) * p.Og - o >= RB ? RB : 1;
-      const bool first = o == g * p.Og;
+      const bool full = (g + 1) * p.Og - o >= RB, first = o == g * p.Og;
       const T* wr = w + o * K;
       const T* gr = gy + o * L;
-      T* db = Dw ? dwb + o * K : nullptr;
-      int64_t q = q0;
-      if (rows == RB) {
-        if (q1 - q == span) {
-          oc_bwd_block<VB, RB, NV, Dx, Dw>(comb, cg + q, wr, gr + q, db, Dx ? dc + q : nullptr, first, K, L);
-          q += span;
-        }
-        for (; q + W <= q1; q += W)
-          oc_bwd_block<VB, RB, 1, Dx, Dw>(comb, cg + q, wr, gr + q, db, Dx ? dc + q : nullptr, first, K, L);
-      } else {
-        for (; q + W <= q1; q += W)
-          oc_bwd_block<VB, 1, 1, Dx, Dw>(comb, cg + q, wr, gr + q, db, Dx ? dc + q : nullptr, first, K, L);
+      T* dbo = Dw ? db + o * K : nullptr;
+      for (int64_t k = 0; k < K; ++k) {
+        if (full)
+          oc_bwd_row<VB, RB, NV, Dx, Dw>(comb, cg + k * L, wr, gr, dbo, Dx ? dc + k * L : nullptr, first, K, L, k, qa, qb);
+        else
+          oc_bwd_row<VB, 1, NV, Dx, Dw>(comb, cg + k * L, wr, gr, dbo, Dx ? dc + k * L : nullptr, first, K, L, k, qa, qb);
       }
-      if (q < q1) oc_bwd_tail<Dx, Dw>(comb, cg, wr, gr, db, dc, first, K, L, rows, q, q1);
-      o += rows;
+      o += full ? RB : 1;
     }
   }
 }
@@ -341,9 +343,10 @@ MG_OC_LEVELS(MG_OC_DEFINE)
 
 // The positions of one block at the running level (the span the tasks are cut in).
 template <class T>
-inline int64_t oc_span(CpuIsa isa) {
+inline int64_t oc_span(CpuIsa isa, bool backward) {
   const int vb = isa == CpuIsa::Avx512 ? 64 : isa == CpuIsa::Avx2 ? 32 : 16;
-  return int64_t(vb == 64 ? OcShape<64>::NV : OcShape<16>::NV) * (vb / int64_t(sizeof(T)));
+  const int nv = vb == 64 ? (backward ? OcShape<64>::NVB : OcShape<64>::NV) : OcShape<16>::NV;
+  return int64_t(nv) * (vb / int64_t(sizeof(T)));
 }
 
 // Forward of one image with a built-in reduction: out (Cout, L); win (Cout, L) with Track.
@@ -351,7 +354,7 @@ template <class T, class C, class R, bool Track = false>
 void fused_forward(const C& comb, const T* cols, const T* w, T* out, int32_t* win, const Plan& p) {
   constexpr int Red = oc_red<R>;
   const CpuIsa isa = cpu_isa();
-  const OcTasks t = oc_tasks(p, oc_span<T>(isa), true);
+  const OcTasks t = oc_tasks(p, oc_span<T>(isa, false), true);
   parallel_for(0, p.G * t.per_group, 1, [&](int64_t t0, int64_t t1) {
 #if defined(__x86_64__)
     if (isa == CpuIsa::Avx512) return oc_fwd_avx512<Red, Track>(comb, cols, w, out, win, p, t, t0, t1);
@@ -367,21 +370,25 @@ void fused_forward(const C& comb, const T* cols, const T* w, T* out, int32_t* wi
 template <class T, class C, bool Dx, bool Dw>
 void fused_backward_sum(const C& comb, const T* cols, const T* w, const T* gy, T* dw, T* dcols, const Plan& p) {
   const CpuIsa isa = cpu_isa();
-  const OcTasks t = oc_tasks(p, oc_span<T>(isa), false);
-  const int64_t tasks = p.G * t.per_group;
-  const int64_t chunks = std::min<int64_t>(tasks, 2 * int64_t(get_num_threads()));
-  std::vector<T> dwb(Dw ? size_t(chunks * p.Cout * p.K) : 0, T(0));
-  parallel_chunks(chunks, [&](int64_t c, int) {
-    const int64_t t0 = tasks * c / chunks, t1 = tasks * (c + 1) / chunks;
-    T* db = Dw ? dwb.data() + c * p.Cout * p.K : nullptr;
+  // Chunks of positions: enough tasks for the threads with the groups, each a run of whole blocks
+  // (a chunk's dW sums go to its own buffer; tasks of one chunk write different groups' rows).
+  OcTasks t{};
+  const int64_t span = oc_span<T>(isa, true), blocks = std::max<int64_t>(1, (p.L + span - 1) / span);
+  const int64_t want = 2 * int64_t(get_num_threads());
+  t.qchunks = std::min<int64_t>(blocks, std::max<int64_t>(1, (want + p.G - 1) / p.G));
+  t.ochunks = 1;
+  t.per_group = t.qchunks;
+  const int64_t tasks = p.G * t.qchunks;
+  std::vector<T> dwb(Dw ? size_t(t.qchunks * p.Cout * p.K) : 0, T(0));
+  parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
 #if defined(__x86_64__)
-    if (isa == CpuIsa::Avx512) return oc_bwd_avx512<Dx, Dw>(comb, cols, w, gy, db, dcols, p, t, t0, t1);
-    if (isa == CpuIsa::Avx2) return oc_bwd_avx2<Dx, Dw>(comb, cols, w, gy, db, dcols, p, t, t0, t1);
+    if (isa == CpuIsa::Avx512) return oc_bwd_avx512<Dx, Dw>(comb, cols, w, gy, dwb.data(), dcols, p, t, t0, t1);
+    if (isa == CpuIsa::Avx2) return oc_bwd_avx2<Dx, Dw>(comb, cols, w, gy, dwb.data(), dcols, p, t, t0, t1);
 #endif
-    oc_bwd_generic<Dx, Dw>(comb, cols, w, gy, db, dcols, p, t, t0, t1);
+    oc_bwd_generic<Dx, Dw>(comb, cols, w, gy, dwb.data(), dcols, p, t, t0, t1);
   });
-  if constexpr (Dw)
-    for (int64_t c = 0; c < chunks; ++c)
+  if constexpr (Dw)  // the chunks' sums in chunk order: the result does not depend on the threads
+    for (int64_t c = 0; c < t.qchunks; ++c)
       for (int64_t i = 0; i < p.Cout * p.K; ++i) dw[i] += dwb[size_t(c * p.Cout * p.K + i)];
 }
 #endif  // register-blocked kernels
