@@ -325,6 +325,10 @@ struct DetectedSeparable {
 template <class C>
 constexpr bool known_not_separable = std::is_same_v<C, combine::L1> || std::is_same_v<C, combine::Adder>;
 template <class C>
+constexpr bool is_detected = false;
+template <class C>
+constexpr bool is_detected<DetectedSeparable<C>> = true;
+template <class C>
 constexpr bool detectable = !known_not_separable<C> && !HasOwnDerivatives<C, float> && !HasOwnDerivatives<C, double> &&
                             DualDifferentiable<C, float> && DualDifferentiable<C, double> &&
                             requires(const C c, double x) {
@@ -392,7 +396,9 @@ Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bia
     else return 0;
   }();
   auto kinds = std::make_shared<std::vector<TileTerm>>(size_t(x.size(0) * C_terms));
-  if constexpr (kSeparable) check_separable_form(comb);
+  // A declared form is checked against operator() at fixed points; a detected one was verified on
+  // this call's data when it was found (and may hold there only: Huber on data where |x - w| < 1).
+  if constexpr (kSeparable && !is_detected<Combine>) check_separable_form(comb);
   // On CUDA every combine but multiply + sum runs in the registered fused kernels (the separable
   // shortcuts classify tiles on the host, so they are CPU-only: same result, other route).
   const bool on_cuda = x.device().is_cuda();

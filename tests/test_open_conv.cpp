@@ -518,6 +518,23 @@ TEST_CASE("open_conv2d: separable combines are detected from the functor and ver
     Tensor b = open_conv2d(xd, wd, {}, ProductPlusTanh{}, {.padding = 1, .detect_separable = false});
     check_close(a.to_vector<double>(), b.to_vector<double>(), dt == kFloat64 ? 1e-10 : 1e-4);
   }
+  // A combine separable only on the data's range: Huber where every |x - w| < 1 is -(x - w)^2 / 2,
+  // three terms. The form found there is used there (not checked at fixed points outside it).
+  {
+    Tensor xh = mul(rand({2, 3, 7, 7}, kFloat64), 0.4), wh = sub(mul(rand({4, 3, 3, 3}, kFloat64), 0.4), 0.2);
+    CHECK(explain_open_conv2d(xh, wh, Huber{}, {.padding = 1}) == "separable, detected: 3 terms as GEMMs per tile");
+    CHECK(explain_open_conv2d(mul(xh, 10.0), wh, Huber{}, {.padding = 1}) ==
+          "fused kernel (no separable form with up to 3 terms holds on this data)");
+    Tensor a = xh.detach().requires_grad_(), b = wh.detach().requires_grad_();
+    Tensor ya = open_conv2d(a, b, {}, Huber{}, {.padding = 1});
+    sum(mul(ya, ya.detach())).backward();
+    Tensor a2 = xh.detach().requires_grad_(), b2 = wh.detach().requires_grad_();
+    Tensor yb = open_conv2d(a2, b2, {}, Huber{}, {.padding = 1, .detect_separable = false});
+    sum(mul(yb, yb.detach())).backward();
+    check_close(vals(ya), vals(yb), 1e-10);
+    check_close(vals(a.grad()), vals(a2.grad()), 1e-10);
+    check_close(vals(b.grad()), vals(b2.grad()), 1e-10);
+  }
   // The trap: separable on any spread of samples, not at the value half the data holds. The
   // check on the data's own values rejects the form, and the fused kernel gives the right answer.
   Tensor xt = randn({2, 2, 6, 6}, kFloat64), wt = randn({3, 2, 3, 3}, kFloat64);
