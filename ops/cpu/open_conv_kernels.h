@@ -563,6 +563,16 @@ void backward_image(const C& comb, [[maybe_unused]] const R& red, const T* cols,
   } else {
     // Max / Min: recompute which k won each (o, q), exactly as the forward did, then route the
     // gradient there.
+    auto route_dw = [&](int64_t o, const int32_t* wi) {  // dW of channel o from its winners wi (L)
+      const T* cg = cols + (o / p.Og) * K * L;
+      const T* g = gy + o * L;
+      for (int64_t q = 0; q < L; ++q) {
+        const int64_t k = wi[q];
+        T ddx, ddw;
+        derivatives(comb, cg[k * L + q], w[o * K + k], ddx, ddw);
+        dw[o * K + k] += g[q] * ddw;
+      }
+    };
 #if defined(MG_OC_BLOCKED)
     {
       std::vector<T> best(size_t(p.Cout * L));
@@ -570,37 +580,18 @@ void backward_image(const C& comb, [[maybe_unused]] const R& red, const T* cols,
     }
     if (dw)
       parallel_for(0, p.Cout, grain_for(L), [&](int64_t o0_, int64_t o1_) {
-        for (int64_t o = o0_; o < o1_; ++o) {
-          const T* cg = cols + (o / p.Og) * K * L;
-          const int32_t* wi = win + o * L;
-          const T* g = gy + o * L;
-          for (int64_t q = 0; q < L; ++q) {
-            const int64_t k = wi[q];
-            T ddx, ddw;
-            derivatives(comb, cg[k * L + q], w[o * K + k], ddx, ddw);
-            dw[o * K + k] += g[q] * ddw;
-          }
-        }
+        for (int64_t o = o0_; o < o1_; ++o) route_dw(o, win + o * L);
       });
-    if (false)
-#endif
+#else
     parallel_for(0, p.Cout, grain_for(K * L), [&](int64_t o0_, int64_t o1_) {
+      std::vector<T> best(static_cast<size_t>(L));
       for (int64_t o = o0_; o < o1_; ++o) {
-        const T* cg = cols + (o / p.Og) * K * L;
-        int32_t* wi = win + o * L;
-        std::vector<T> best(static_cast<size_t>(L));
-        extreme_over_k<true>(comb, std::is_same_v<R, reduce::Max>, cg, w + o * K, K, L, best.data(), wi);
-        if (dw) {
-          const T* g = gy + o * L;
-          for (int64_t q = 0; q < L; ++q) {
-            const int64_t k = wi[q];
-            T ddx, ddw;
-            derivatives(comb, cg[k * L + q], w[o * K + k], ddx, ddw);
-            dw[o * K + k] += g[q] * ddw;
-          }
-        }
+        extreme_over_k<true>(comb, std::is_same_v<R, reduce::Max>, cols + (o / p.Og) * K * L, w + o * K, K, L,
+                             best.data(), win + o * L);
+        if (dw) route_dw(o, win + o * L);
       }
     });
+#endif
     if (dcols) {
       for (int64_t i = 0; i < rows * L; ++i) dcols[i] = T(0);
       parallel_for(0, L, grain_for(p.Cout), [&](int64_t q0, int64_t q1) {
