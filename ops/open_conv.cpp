@@ -227,9 +227,13 @@ SeparableSkeleton detect_separable_form(const CombineSampler& c, double xlo, dou
   xv.push_back(0.0);
   xv.insert(xv.end(), xdata.begin(), xdata.end());
   wv.insert(wv.end(), wdata.begin(), wdata.end());
+  // f_b(x) = c(x, ws_b) and f_b'(x) once per patch value, g_b(w) and g_b'(w) once per weight.
+  const size_t nx = xv.size();
+  std::vector<double> f(nx * size_t(r)), fd(nx * size_t(r));
+  for (size_t i = 0; i < nx; ++i)
+    for (int b = 0; b < r; ++b) c(xv[i], cand.ws[b], f[i * size_t(r) + size_t(b)], fd[i * size_t(r) + size_t(b)], dw);
   double gw[kMaxDetectedTerms], gdw[kMaxDetectedTerms], cw[kMaxDetectedTerms], cdw[kMaxDetectedTerms];
   for (double w : wv) {
-    // g_b(w) and g_b'(w)
     for (int aa = 0; aa < r; ++aa) c(cand.xs[aa], w, cw[aa], dx, cdw[aa]);
     for (int b = 0; b < r; ++b) {
       gw[b] = gdw[b] = 0;
@@ -238,16 +242,15 @@ SeparableSkeleton detect_separable_form(const CombineSampler& c, double xlo, dou
         gdw[b] += cand.ainv[b][aa] * cdw[aa];
       }
     }
-    for (double x : xv) {
+    for (size_t i = 0; i < nx; ++i) {
       double vv, vdx, vdw, sv = 0, sdx = 0, sdw = 0, mag = 0;
-      c(x, w, vv, vdx, vdw);
+      c(xv[i], w, vv, vdx, vdw);
       for (int b = 0; b < r; ++b) {
-        double f, fd, unused;
-        c(x, cand.ws[b], f, fd, unused);
-        sv += f * gw[b];
-        sdx += fd * gw[b];
-        sdw += f * gdw[b];
-        mag += std::abs(f * gw[b]) + std::abs(fd * gw[b]) + std::abs(f * gdw[b]);
+        const double fb = f[i * size_t(r) + size_t(b)], fdb = fd[i * size_t(r) + size_t(b)];
+        sv += fb * gw[b];
+        sdx += fdb * gw[b];
+        sdw += fb * gdw[b];
+        mag += std::abs(fb * gw[b]) + std::abs(fdb * gw[b]) + std::abs(fb * gdw[b]);
       }
       const double tol = 1e-8 * (std::abs(vv) + std::abs(vdx) + std::abs(vdw) + mag) + 1e-300;
       if (!std::isfinite(vv) || !std::isfinite(vdx) || !std::isfinite(vdw) || std::abs(vv - sv) > tol ||

@@ -338,20 +338,39 @@ constexpr bool detectable = !known_not_separable<C> && !HasOwnDerivatives<C, flo
 // The range and a few values of a tensor, for the detection's samples and checks.
 void data_summary(const Tensor& t, double& lo, double& hi, std::vector<double>& some);
 
+// The separable form open_conv2d uses for comb on this x and (hooked) w, if it looks for one and
+// one holds; else terms = -1 and *why_not says why (explain_open_conv2d shows it).
 template <class C>
-SeparableSkeleton detect_for(const C& comb, const Tensor& x, const Tensor& w) {
-  double xlo, xhi, wlo, whi;
-  std::vector<double> xs, ws;
-  data_summary(x, xlo, xhi, xs);
-  data_summary(w, wlo, whi, ws);
-  return detect_separable_form(
-      [&comb](double a, double b, double& v, double& dx, double& dw) {
-        const Dual2<double> r = comb(Dual2<double>{a, 1.0, 0.0}, Dual2<double>{b, 0.0, 1.0});
-        v = r.v;
-        dx = r.dx;
-        dw = r.dw;
-      },
-      xlo, xhi, wlo, whi, xs, ws);
+SeparableSkeleton detected_form(const C& comb, const Tensor& x, const Tensor& w, const OpenConv2dOptions& o,
+                                const char** why_not) {
+  auto none = [why_not](const char* why) {
+    *why_not = why;
+    return SeparableSkeleton{};
+  };
+  if (x.device().is_cuda()) return none("CUDA");
+  if constexpr (!detectable<C>) {
+    return none(known_not_separable<C>
+                    ? "a built-in combine without a separable form"
+                    : "no separable form is looked for: the combine gives its own dx/dw or is not a template");
+  } else {
+    if (!o.detect_separable) return none("detect_separable is off");
+    if (o.patch) return none("no separable form is looked for with a patch hook");
+    if (x.numel() == 0 || w.numel() == 0) return none("an empty input or weight");
+    double xlo, xhi, wlo, whi;
+    std::vector<double> xs, ws;
+    data_summary(x, xlo, xhi, xs);
+    data_summary(w, wlo, whi, ws);
+    const SeparableSkeleton sk = detect_separable_form(
+        [&comb](double a, double b, double& v, double& dx, double& dw) {
+          const Dual2<double> r = comb(Dual2<double>{a, 1.0, 0.0}, Dual2<double>{b, 0.0, 1.0});
+          v = r.v;
+          dx = r.dx;
+          dw = r.dw;
+        },
+        xlo, xhi, wlo, whi, xs, ws);
+    if (sk.terms < 0) *why_not = "no separable form with up to 3 terms holds on this data";
+    return sk;
+  }
 }
 
 template <class Combine, class Red>
@@ -371,13 +390,12 @@ Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bia
            weight.sizes(), " to ", w.defined() ? w.sizes() : Shape{});
   const Conv2dGeometry g = detail::conv2d_geometry("open_conv2d", x, w, bias, co);
   if constexpr (kSum && !kMul && !Separable<Combine> && detectable<Combine>) {
-    if (o.detect_separable && !o.patch && !x.device().is_cuda() && x.numel() > 0 && w.numel() > 0) {
-      const SeparableSkeleton sk = detect_for(comb, x, w);
-      if (sk.terms >= 0) {  // path 2 with the found form; W is already the weight hook's result
-        OpenConv2dOptions o2 = o;
-        o2.weight = nullptr;
-        return open_conv2d_impl(x, w, bias, DetectedSeparable<Combine>{comb, sk}, red, o2);
-      }
+    const char* why_not = nullptr;
+    const SeparableSkeleton sk = detected_form(comb, x, w, o, &why_not);
+    if (sk.terms >= 0) {  // path 2 with the found form; W is already the weight hook's result
+      OpenConv2dOptions o2 = o;
+      o2.weight = nullptr;
+      return open_conv2d_impl(x, w, bias, DetectedSeparable<Combine>{comb, sk}, red, o2);
     }
   }
   auto finish = [&](const Tensor& reduced) {
@@ -555,20 +573,12 @@ std::string explain_open_conv2d(const Tensor& x, const Tensor& weight, Combine c
   }
   if (!sum) return "fused kernel (the reduction is not a sum)";
   if (std::is_same_v<Combine, combine::Mul>) return "fused loop of one GEMM per tile (multiply + sum with a patch hook)";
-  if (x.device().is_cuda()) return "fused kernel (CUDA)";
-  if constexpr (!d::detectable<Combine>) {
-    return d::known_not_separable<Combine>
-               ? "fused kernel (a built-in combine without a separable form)"
-               : "fused kernel (no separable form is looked for: the combine gives its own dx/dw or is not a template)";
-  } else {
-    if (!o.detect_separable) return "fused kernel (detect_separable is off)";
-    if (o.patch) return "fused kernel (no separable form is looked for with a patch hook)";
-    NoGradGuard ng;
-    const Tensor w = o.weight ? o.weight(weight) : weight;
-    const d::SeparableSkeleton sk = d::detect_for(comb, x, w);
-    if (sk.terms >= 0) return "separable, detected: " + std::to_string(sk.terms) + " terms as GEMMs per tile";
-    return "fused kernel (no separable form with up to 3 terms holds on this data)";
-  }
+  NoGradGuard ng;
+  const Tensor w = o.weight ? o.weight(weight) : weight;
+  const char* why_not = nullptr;
+  const d::SeparableSkeleton sk = d::detected_form(comb, x, w, o, &why_not);
+  if (sk.terms >= 0) return "separable, detected: " + std::to_string(sk.terms) + " terms as GEMMs per tile";
+  return std::string("fused kernel (") + why_not + ")";
 }
 
 // The same with a user reduction functor (see reduce:: above); options.reduce must be left at Sum.

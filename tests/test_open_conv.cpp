@@ -583,37 +583,31 @@ typedef double vd8 __attribute__((vector_size(64)));
   template <class S>                                                                 \
   attr void apply_##tag(int fn, const S* a, const S* b, S* out, int n) {             \
     if constexpr (sizeof(S) == 4) {                                                  \
-      for (int i = 0; i < n; i += NF) {                                              \
-        VF x, y, r;                                                                  \
-        __builtin_memcpy(&x, a + i, sizeof x);                                       \
-        __builtin_memcpy(&y, b + i, sizeof y);                                       \
-        r = fn == 0   ? _ZGV##tag##N##NF##v_mg_cf_expf(x)                            \
-            : fn == 1 ? _ZGV##tag##N##NF##v_mg_cf_logf(x)                            \
-            : fn == 2 ? _ZGV##tag##N##NF##v_mg_cf_tanhf(x)                           \
-            : fn == 3 ? _ZGV##tag##N##NF##v_mg_cf_sqrtf(x)                           \
-                      : _ZGV##tag##N##NF##vv_mg_cf_powf(x, y);                       \
-        __builtin_memcpy(out + i, &r, sizeof r);                                     \
-      }                                                                              \
+      MGT_APPLY(tag, VF, NF, f)                                                      \
     } else {                                                                         \
-      for (int i = 0; i < n; i += ND) {                                              \
-        VD x, y, r;                                                                  \
-        __builtin_memcpy(&x, a + i, sizeof x);                                       \
-        __builtin_memcpy(&y, b + i, sizeof y);                                       \
-        r = fn == 0   ? _ZGV##tag##N##ND##v_mg_cf_exp(x)                             \
-            : fn == 1 ? _ZGV##tag##N##ND##v_mg_cf_log(x)                             \
-            : fn == 2 ? _ZGV##tag##N##ND##v_mg_cf_tanh(x)                            \
-            : fn == 3 ? _ZGV##tag##N##ND##v_mg_cf_sqrt(x)                            \
-                      : _ZGV##tag##N##ND##vv_mg_cf_pow(x, y);                        \
-        __builtin_memcpy(out + i, &r, sizeof r);                                     \
-      }                                                                              \
+      MGT_APPLY(tag, VD, ND, )                                                       \
     }                                                                                \
   }                                                                                  \
+  }
+// The n elements of a (and b, pow's exponents) through form fn, a vector V of N lanes at a time.
+#define MGT_APPLY(tag, V, LANES, f)                                                      \
+  for (int i = 0; i < n; i += LANES) {                                                   \
+    V x, y, r;                                                                       \
+    __builtin_memcpy(&x, a + i, sizeof x);                                           \
+    __builtin_memcpy(&y, b + i, sizeof y);                                           \
+    r = fn == 0   ? _ZGV##tag##N##LANES##v_mg_cf_exp##f(x)                               \
+        : fn == 1 ? _ZGV##tag##N##LANES##v_mg_cf_log##f(x)                               \
+        : fn == 2 ? _ZGV##tag##N##LANES##v_mg_cf_tanh##f(x)                              \
+        : fn == 3 ? _ZGV##tag##N##LANES##v_mg_cf_sqrt##f(x)                              \
+                  : _ZGV##tag##N##LANES##vv_mg_cf_pow##f(x, y);                          \
+    __builtin_memcpy(out + i, &r, sizeof r);                                         \
   }
 MGT_DECL(, b, vf4, 4, vd2, 2)
 MGT_DECL(__attribute__((target("avx"))), c, vf8, 8, vd4, 4)
 MGT_DECL(__attribute__((target("avx2,fma"))), d, vf8, 8, vd4, 4)
 MGT_DECL(__attribute__((target("avx512f"))), e, vf16, 16, vd8, 8)
 #undef MGT_DECL
+#undef MGT_APPLY
 
 namespace {
 // Distance in units in the last place; 0 for equal values (and two NaNs), huge across signs.
