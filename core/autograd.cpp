@@ -1,6 +1,13 @@
 #include "autograd.h"
 
+#include <cxxabi.h>
+#include <dlfcn.h>
+#include <execinfo.h>
+
 #include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <sstream>
 #include <unordered_map>
 
 #include "../ops/ops.h"
@@ -12,6 +19,42 @@ thread_local bool t_grad_enabled = true;
 std::atomic<uint64_t> g_sequence{0};
 std::atomic<int> g_hook_id{0};
 thread_local std::vector<std::shared_ptr<Node>>* t_pending = nullptr;
+std::atomic<bool> g_anomaly{false};
+
+// The calling stack, one frame a line: the function's name where the dynamic symbol table has it
+// (link with -rdynamic for a program's own functions), else the binary and the offset that
+// `addr2line -e <binary> <offset>` resolves.
+std::string stack_here() {
+  void* frames[48];
+  const int n = ::backtrace(frames, 48);
+  std::ostringstream os;
+  for (int i = 2; i < n; ++i) {  // skip stack_here and record_node
+    Dl_info info{};
+    os << "\n    #" << i - 2 << ' ';
+    if (::dladdr(frames[i], &info) && info.dli_sname) {
+      int st = 0;
+      char* d = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &st);
+      os << (st == 0 && d ? d : info.dli_sname);
+      std::free(d);
+    } else if (info.dli_fname) {
+      os << info.dli_fname << " +0x" << std::hex
+         << (reinterpret_cast<uintptr_t>(frames[i]) - reinterpret_cast<uintptr_t>(info.dli_fbase)) << std::dec;
+    } else {
+      os << frames[i];
+    }
+  }
+  return os.str();
+}
+
+std::string shapes_of(const std::vector<TensorMeta>& ms, const std::vector<Tensor>* values) {
+  std::ostringstream os;
+  for (size_t i = 0; i < ms.size(); ++i) {
+    using detail::operator<<;
+    os << (i ? ", " : "") << ms[i].shape;
+    if (values && (*values)[i].defined() && !autograd::all_finite((*values)[i])) os << " (non-finite)";
+  }
+  return os.str();
+}
 
 // Accumulates into a leaf's .grad(). Holds the leaf weakly: a dropped leaf needs no gradient.
 class AccumulateGrad final : public Node {
@@ -88,6 +131,13 @@ void record_node(const std::shared_ptr<Node>& node, const std::vector<Tensor>& i
     node->next_edges.push_back(std::move(e));
     node->inputs_meta.push_back(in.defined() ? TensorMeta::of(in) : TensorMeta{});
   }
+  if (autograd::is_anomaly_enabled()) {
+    node->recorded_at = stack_here();
+    for (size_t i = 0; i < outputs.size(); ++i)
+      MG_CHECK(autograd::all_finite(outputs[i]), "anomaly detected: ", node->name(), " produced non-finite values in ",
+               "output ", i, " of shape ", outputs[i].sizes(), " from inputs of shapes ", shapes_of(node->inputs_meta, &inputs),
+               "; the op was recorded at:", node->recorded_at);
+  }
   node->pre_hooks.resize(outputs.size());
   for (size_t i = 0; i < outputs.size(); ++i) {
     TensorImpl* o = outputs[i].unsafe_impl();
@@ -101,6 +151,16 @@ void record_node(const std::shared_ptr<Node>& node, const std::vector<Tensor>& i
     node->outputs_meta.push_back(TensorMeta::of(outputs[i]));
   }
 }
+
+namespace autograd {
+void set_detect_anomaly(bool on) { g_anomaly = on; }
+bool is_anomaly_enabled() { return g_anomaly.load(std::memory_order_relaxed); }
+bool all_finite(const Tensor& t) {
+  if (!t.defined() || !is_floating(t.dtype()) || t.numel() == 0) return true;
+  NoGradGuard ng;
+  return std::isfinite(sum(sub(t.detach(), t.detach())).item());  // x - x is NaN exactly where x is not finite
+}
+}  // namespace autograd
 
 std::shared_ptr<Node> record(std::string name, const std::vector<Tensor>& inputs,
                              const std::vector<Tensor>& outputs, BackwardFn fn) {
@@ -252,6 +312,11 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
       if (!e.fn) continue;
       if (any && out[i].defined()) {
         check_grad(*node, i, out[i]);
+        if (autograd::is_anomaly_enabled())
+          MG_CHECK(autograd::all_finite(out[i]), "anomaly detected: the backward of ", node->name(),
+                   " returned a non-finite gradient for input ", i, " (inputs of shapes ",
+                   shapes_of(node->inputs_meta, nullptr), "); the op was recorded at:",
+                   node->recorded_at.empty() ? std::string(" (before anomaly detection was on)") : node->recorded_at);
         accumulate(e.fn.get(), e.input_nr, std::move(out[i]));
       }
       if (--deps[e.fn.get()] == 0) ready.push_back(e.fn);

@@ -78,6 +78,7 @@ class Node {
   std::vector<TensorMeta> outputs_meta;  // to zero-fill outputs that got no gradient
   std::vector<std::vector<std::pair<int, Hook>>> pre_hooks;  // per output
   uint64_t sequence_nr;
+  std::string recorded_at;  // with anomaly detection on: the stack where the op was recorded
 
  private:
   std::string name_;
@@ -132,6 +133,29 @@ void record_node(const std::shared_ptr<Node>& node, const std::vector<Tensor>& i
 // Runs backward from several roots at once.
 void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads,
               bool retain_graph = false);
+
+namespace autograd {
+// Anomaly detection, as torch.autograd.set_detect_anomaly (process-wide): while on, every op that
+// records a node checks its outputs, and backward checks every gradient an op returns; the first
+// non-finite one raises an Error naming the op, its inputs' shapes (and which of them were already
+// non-finite) and the stack where the op was recorded. It costs a check per op and a stack trace
+// per node: for debugging, not for training runs.
+void set_detect_anomaly(bool on);
+bool is_anomaly_enabled();
+// RAII: anomaly detection on (or off) while alive, restored after (torch.autograd.detect_anomaly).
+class DetectAnomalyGuard {
+ public:
+  explicit DetectAnomalyGuard(bool on = true) : prev_(is_anomaly_enabled()) { set_detect_anomaly(on); }
+  ~DetectAnomalyGuard() { set_detect_anomaly(prev_); }
+  DetectAnomalyGuard(const DetectAnomalyGuard&) = delete;
+  DetectAnomalyGuard& operator=(const DetectAnomalyGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+// True when every value of t is finite (always for integer tensors); any device.
+bool all_finite(const Tensor& t);
+}  // namespace autograd
 
 namespace detail {
 // Releases a node without recursion, so a 100,000-op chain frees without deep stacks.

@@ -15,6 +15,7 @@
 #include <sys/syscall.h>
 #endif
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -270,6 +271,17 @@ void set_num_threads(int n) {
   }
   g_pool = nullptr;
   g_threads.store(n);
+}
+
+namespace {
+std::atomic<bool> g_deterministic{false};
+}
+void use_deterministic_algorithms(bool on) { g_deterministic = on; }
+bool are_deterministic_algorithms_enabled() { return g_deterministic.load(std::memory_order_relaxed); }
+long sum_pieces(long cap) {
+  const long nt = get_num_threads();
+  const long want = are_deterministic_algorithms_enabled() ? kDeterministicPieces : nt > 1 ? 2 * nt : 1;
+  return std::max(1L, std::min(cap, want));
 }
 
 int get_num_threads() {

@@ -13,7 +13,14 @@ namespace minigrad {
 
 int64_t numel_of(const Shape& s) {
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  bool zero = false;
+  for (int64_t d : s) {
+    MG_CHECK(d >= 0, "shape ", s, " has a negative dimension");
+    zero = zero || d == 0;
+  }
+  if (zero) return 0;
+  for (int64_t d : s)
+    if (__builtin_mul_overflow(n, d, &n)) MG_FAIL("shape ", s, " has more than 2^63 - 1 elements");
   return n;
 }
 
@@ -22,7 +29,8 @@ Shape contiguous_strides(const Shape& s) {
   int64_t acc = 1;
   for (size_t i = s.size(); i-- > 0;) {
     st[i] = acc;
-    acc *= std::max<int64_t>(s[i], 1);
+    if (__builtin_mul_overflow(acc, std::max<int64_t>(s[i], 1), &acc))
+      MG_FAIL("shape ", s, ": its strides overflow 64 bits");
   }
   return st;
 }
@@ -44,9 +52,13 @@ TensorImpl::~TensorImpl() {
 
 Tensor empty(const Shape& shape, TensorOptions opts) {
   for (int64_t d : shape) MG_CHECK(d >= 0, "empty: negative dimension in shape ", shape);
+  int64_t nbytes = 0;
+  // At most 2^62 bytes: the allocator rounds sizes up, and offsets into the storage stay int64_t.
+  if (__builtin_mul_overflow(numel_of(shape), int64_t(element_size(opts.dtype_)), &nbytes) ||
+      nbytes > (int64_t(1) << 62))
+    MG_FAIL("empty: shape ", shape, " of ", opts.dtype_, " needs more than 2^62 bytes");
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(size_t(numel_of(shape)) * element_size(opts.dtype_),
-                                            opts.device_);
+  impl->storage = std::make_shared<Storage>(size_t(nbytes), opts.device_);
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = opts.dtype_;
@@ -119,7 +131,8 @@ Shape infer_shape(const Shape& s, int64_t numel, const char* op, const Shape& fr
       infer = int64_t(i);
     } else {
       MG_CHECK(s[i] >= 0, op, ": invalid size in shape ", s);
-      known *= s[i];
+      if (__builtin_mul_overflow(known, s[i], &known))
+        MG_FAIL(op, ": shape ", s, " has more than 2^63 - 1 elements (input of shape ", from, ")");
     }
   }
   if (infer >= 0) {

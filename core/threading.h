@@ -12,6 +12,21 @@ namespace minigrad {
 void set_num_threads(int n);
 int get_num_threads();
 
+// Deterministic mode, as torch::use_deterministic_algorithms (process-wide, off by default). By
+// default a sum split across threads (a full reduction, a conv's or an open conv's weight
+// gradient, a GEMM cut along k) is cut into pieces by the thread count and added in piece order:
+// the same at a given thread count, run after run, but not between thread counts. In
+// deterministic mode those sums are cut into kDeterministicPieces pieces whatever the thread count
+// (GEMMs into the same BLAS calls), so results are bitwise equal at any thread count (and
+// any scheduling). The cost: with more threads than pieces, the extra threads sit out those sums;
+// at 2 threads it is within noise (bench/RESULTS.md).
+void use_deterministic_algorithms(bool on);
+bool are_deterministic_algorithms_enabled();
+inline constexpr int kDeterministicPieces = 8;
+// How many pieces a parallel sum is cut into: 2 x the thread count by default (1 with one thread),
+// kDeterministicPieces in deterministic mode; at most `cap`.
+long sum_pieces(long cap);
+
 // The kernel set OpenBLAS runs (e.g. "Haswell", "SkylakeX"). Where OpenBLAS chose kernels for a
 // lower vector level than the CPU has (a CPU model newer than it knows), minigrad has it choose
 // again from the CPU's features when it loads (ops/cpu/gemm.cpp); the environment variable

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -32,6 +33,17 @@ struct TrainConfig {
   Device device = Device::cpu();  // --device cpu|cuda|cuda:N
 };
 
+// A flag's value as a number of type T, all of it (a clear error otherwise).
+template <class T>
+T flag_number(const std::string& prog, const std::string& flag, const std::string& v) {
+  T out{};
+  const auto [p, err] = std::from_chars(v.data(), v.data() + v.size(), out);
+  MG_CHECK(err == std::errc() && p == v.data() + v.size() && !v.empty(), prog, ": ", flag, " expects ",
+           std::is_floating_point_v<T> ? "a number" : std::is_signed_v<T> ? "an integer" : "a non-negative integer",
+           ", got \"", v, "\"");
+  return out;
+}
+
 // Parses the common flags over `c`'s defaults; `extra` handles program-specific ones (returns
 // false for an unknown flag). Exits on --help.
 inline TrainConfig parse_args(int argc, char** argv, TrainConfig c,
@@ -52,16 +64,16 @@ inline TrainConfig parse_args(int argc, char** argv, TrainConfig c,
     }
     MG_CHECK(i + 1 < argc, c.name, ": ", k, " needs a value (see --help)");
     std::string v = argv[++i];
-    if (k == "--epochs") c.epochs = std::stoll(v);
-    else if (k == "--batch-size") c.batch_size = std::stoll(v);
-    else if (k == "--lr") c.lr = std::stod(v);
+    if (k == "--epochs") c.epochs = flag_number<int64_t>(c.name, k, v);
+    else if (k == "--batch-size") c.batch_size = flag_number<int64_t>(c.name, k, v);
+    else if (k == "--lr") c.lr = flag_number<double>(c.name, k, v);
     else if (k == "--optimizer") c.optimizer = v;
-    else if (k == "--weight-decay") c.weight_decay = std::stod(v);
+    else if (k == "--weight-decay") c.weight_decay = flag_number<double>(c.name, k, v);
     else if (k == "--data") c.data = v;
     else if (k == "--out") c.out = v;
-    else if (k == "--threads") c.threads = std::stoll(v);
-    else if (k == "--seed") c.seed = std::stoull(v);
-    else if (k == "--max-steps") c.max_steps = std::stoll(v);
+    else if (k == "--threads") c.threads = flag_number<int64_t>(c.name, k, v);
+    else if (k == "--seed") c.seed = flag_number<uint64_t>(c.name, k, v);
+    else if (k == "--max-steps") c.max_steps = flag_number<int64_t>(c.name, k, v);
     else if (k == "--device") c.device = parse_device(v);
     else MG_CHECK(extra && extra(k, v), c.name, ": unknown option ", k, " (see --help)");
   }
@@ -83,7 +95,7 @@ inline std::vector<double> split(const std::string& s) {
   std::vector<double> v;
   std::stringstream ss(s);
   std::string x;
-  while (std::getline(ss, x, ',')) v.push_back(std::stod(x));
+  while (std::getline(ss, x, ',')) v.push_back(flag_number<double>("split", "a list", x));
   return v;
 }
 

@@ -5,12 +5,19 @@
 #include <unistd.h>
 
 #include <bit>
+#include <atomic>
 #include <cerrno>
+#include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
+
+#include <signal.h>
+#include <zlib.h>
 
 #include "../core/autograd.h"
 #include "../nn/module.h"
@@ -40,7 +47,7 @@ std::string json_escape(const std::string& s) {
 // A minimal JSON reader for safetensors headers: objects, arrays, strings, integers.
 struct Json {
   enum Kind { Obj, Arr, Str, Num } kind = Num;
-  std::vector<std::pair<std::string, Json>> obj;
+  std::vector<std::string> keys;  // an object: keys[i] names arr[i]
   std::vector<Json> arr;
   std::string str;
   int64_t num = 0;
@@ -120,10 +127,13 @@ class Parser {
       j.kind = Json::Obj;
       ++i_;
       if (peek() == '}') return ++i_, j;
+      std::set<std::string> seen;
       while (true) {
         std::string k = string();
+        fail_if(!seen.insert(k).second, "key \"" + k + "\" appears twice");
         expect(':');
-        j.obj.emplace_back(std::move(k), value(depth + 1));
+        j.keys.push_back(std::move(k));
+        j.arr.push_back(value(depth + 1));
         if (peek() == ',') {
           ++i_;
           continue;
@@ -166,32 +176,74 @@ class Parser {
 
 }  // namespace
 
-void save_safetensors(const std::string& path, const NamedTensors& tensors,
-                      const std::map<std::string, std::string>& metadata) {
-  std::ostringstream h;
-  h << '{';
-  bool first = true;
-  if (!metadata.empty()) {
-    h << "\"__metadata__\":{";
-    for (auto it = metadata.begin(); it != metadata.end(); ++it)
-      h << (it == metadata.begin() ? "" : ",") << '"' << json_escape(it->first) << "\":\"" << json_escape(it->second) << '"';
-    h << '}';
-    first = false;
+namespace {
+
+constexpr const char* kCrcKey = "minigrad.crc32";
+
+// CRC-32 (zlib's) of a byte range, in pieces that fit zlib's uInt.
+uLong crc_update(uLong crc, const void* p, size_t n) {
+  const auto* b = static_cast<const Bytef*>(p);
+  while (n > 0) {
+    const size_t k = std::min<size_t>(n, size_t(1) << 30);
+    crc = crc32(crc, b, uInt(k));
+    b += k;
+    n -= k;
   }
+  return crc;
+}
+
+// Temporary files of saves to `target` are ".<name>.tmp.<pid>.<n>"; those whose process is gone
+// are left from a crash and are removed.
+void remove_dead_writers_temps(const std::filesystem::path& target) {
+  namespace fs = std::filesystem;
+  const fs::path dir = target.parent_path().empty() ? fs::path(".") : target.parent_path();
+  const std::string prefix = "." + target.filename().string() + ".tmp.";
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    long pid = 0;
+    const char* b = name.data() + prefix.size();
+    const auto [p, err] = std::from_chars(b, name.data() + name.size(), pid);
+    if (err != std::errc() || p == b || pid <= 0) continue;
+    if (::kill(pid_t(pid), 0) != 0 && errno == ESRCH) fs::remove(it->path(), ec);
+  }
+}
+
+}  // namespace
+
+void save_safetensors(const std::string& path, const NamedTensors& tensors,
+                      const std::map<std::string, std::string>& metadata0) {
   std::vector<Tensor> data;
-  uint64_t off = 0;
+  uLong crc = crc32(0, Z_NULL, 0);
   for (const auto& [name, t] : tensors) {
     MG_CHECK(t.defined(), "save_safetensors: tensor \"", name, "\" is undefined");
     MG_CHECK(!name.empty() && name != "__metadata__", "save_safetensors: invalid tensor name \"", name, "\"");
-    for (const auto& [n2, t2] : tensors) MG_CHECK(&n2 == &name || n2 != name, "save_safetensors: name \"", name, "\" appears twice");
     Tensor c = t.detach().to(Device::cpu()).contiguous();
+    crc = crc_update(crc, c.raw_data(), size_t(c.numel()) * c.element_size());
+    data.push_back(c);
+  }
+  {
+    std::set<std::string> names;
+    for (const auto& nt : tensors)
+      MG_CHECK(names.insert(nt.first).second, "save_safetensors: name \"", nt.first, "\" appears twice");
+  }
+  std::map<std::string, std::string> metadata = metadata0;
+  metadata[kCrcKey] = std::to_string(crc);
+  std::ostringstream h;
+  h << '{';
+  h << "\"__metadata__\":{";
+  for (auto it = metadata.begin(); it != metadata.end(); ++it)
+    h << (it == metadata.begin() ? "" : ",") << '"' << json_escape(it->first) << "\":\"" << json_escape(it->second) << '"';
+  h << '}';
+  uint64_t off = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const Tensor& c = data[i];
     const uint64_t n = uint64_t(c.numel()) * c.element_size();
-    h << (first ? "" : ",") << '"' << json_escape(name) << "\":{\"dtype\":\"" << st_dtype(c.dtype()) << "\",\"shape\":[";
+    h << ",\"" << json_escape(tensors[i].first) << "\":{\"dtype\":\"" << st_dtype(c.dtype()) << "\",\"shape\":[";
     for (int64_t d = 0; d < c.dim(); ++d) h << (d ? "," : "") << c.size(d);
     h << "],\"data_offsets\":[" << off << ',' << off + n << "]}";
     off += n;
-    first = false;
-    data.push_back(c);
   }
   h << '}';
   std::string header = h.str();
@@ -199,8 +251,12 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
 
   namespace fs = std::filesystem;
   fs::path target(path);
-  const std::string tmp = (target.parent_path() / ("." + target.filename().string() + ".tmp." + std::to_string(getpid()))).string();
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  remove_dead_writers_temps(target);
+  static std::atomic<uint64_t> counter{0};
+  const std::string tmp = (target.parent_path() / ("." + target.filename().string() + ".tmp." +
+                                                   std::to_string(getpid()) + "." + std::to_string(++counter)))
+                              .string();
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   MG_CHECK(fd >= 0, "save_safetensors: cannot create ", tmp, ": ", std::strerror(errno));
   auto write_all = [&](const void* p, size_t n) {
     const char* c = static_cast<const char*>(p);
@@ -214,20 +270,30 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
     return true;
   };
   uint64_t hl = header.size();
+  errno = 0;
   bool ok = write_all(&hl, 8) && write_all(header.data(), header.size());
   for (const auto& t : data) ok = ok && write_all(t.raw_data(), size_t(t.numel()) * t.element_size());
   const int err = errno;
   ok = ok && ::fsync(fd) == 0;
   ok = (::close(fd) == 0) && ok;
   if (!ok) {
+    const int e = err ? err : errno;
     ::unlink(tmp.c_str());
-    MG_FAIL("save_safetensors: writing ", tmp, " failed: ", std::strerror(err ? err : errno), "; ", path, " is unchanged");
+    MG_FAIL("save_safetensors: writing ", tmp, " failed: ", std::strerror(e ? e : EIO), "; ", path, " is unchanged");
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const int e = errno;
     ::unlink(tmp.c_str());
     MG_FAIL("save_safetensors: cannot rename ", tmp, " to ", path, ": ", std::strerror(e));
   }
+  // The rename is durable once the directory is on disk too.
+  const std::string dir = target.parent_path().empty() ? "." : target.parent_path().string();
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  MG_CHECK(dfd >= 0, "save_safetensors: wrote ", path, " but cannot open its directory to sync it: ", std::strerror(errno));
+  const bool synced = ::fsync(dfd) == 0 || errno == EINVAL;  // EINVAL: a file system without directory sync
+  const int e = errno;
+  ::close(dfd);
+  MG_CHECK(synced, "save_safetensors: wrote ", path, " but syncing its directory failed: ", std::strerror(e));
 }
 
 SafetensorsFile load_safetensors(const std::string& path) {
@@ -247,19 +313,28 @@ SafetensorsFile load_safetensors(const std::string& path) {
   MG_CHECK(root.kind == Json::Obj, "load_safetensors: ", path, " is corrupt: the header is not a JSON object");
   const uint64_t data_size = size - 8 - hl;
   SafetensorsFile out;
-  std::vector<std::pair<uint64_t, uint64_t>> spans;
-  for (auto& [name, v] : root.obj) {
+  struct Entry {
+    std::string name;
+    DType dtype;
+    Shape shape;
+    uint64_t b, e;
+  };
+  std::vector<Entry> entries;
+  // Every entry is checked before any tensor is allocated.
+  for (size_t ei = 0; ei < root.keys.size(); ++ei) {
+    const std::string& name = root.keys[ei];
+    const Json& v = root.arr[ei];
     if (name == "__metadata__") {
       MG_CHECK(v.kind == Json::Obj, "load_safetensors: ", path, ": __metadata__ is not an object");
-      for (auto& [k, s] : v.obj) {
-        MG_CHECK(s.kind == Json::Str, "load_safetensors: ", path, ": metadata \"", k, "\" is not a string");
-        out.metadata[k] = s.str;
+      for (size_t i = 0; i < v.keys.size(); ++i) {
+        MG_CHECK(v.arr[i].kind == Json::Str, "load_safetensors: ", path, ": metadata \"", v.keys[i], "\" is not a string");
+        out.metadata[v.keys[i]] = v.arr[i].str;
       }
       continue;
     }
     auto field = [&](const char* key) -> const Json& {
-      for (auto& [k, x] : v.obj)
-        if (k == key) return x;
+      for (size_t i = 0; i < v.keys.size(); ++i)
+        if (v.keys[i] == key) return v.arr[i];
       MG_FAIL("load_safetensors: ", path, ": tensor \"", name, "\" has no ", key);
     };
     MG_CHECK(v.kind == Json::Obj, "load_safetensors: ", path, ": entry \"", name, "\" is not an object");
@@ -273,36 +348,66 @@ SafetensorsFile load_safetensors(const std::string& path) {
     else if (dt.str == "I64") t = kInt64;
     else if (dt.str == "U8") t = kUInt8;
     else MG_FAIL("load_safetensors: ", path, ": tensor \"", name, "\" has dtype ", dt.str, "; minigrad reads F32, F64, I64 and U8");
-    MG_CHECK(sh.kind == Json::Arr && of.kind == Json::Arr && of.arr.size() == 2, "load_safetensors: ", path,
-             ": tensor \"", name, "\" has a malformed shape or data_offsets");
+    MG_CHECK(sh.kind == Json::Arr && sh.arr.size() <= 64 && of.kind == Json::Arr && of.arr.size() == 2,
+             "load_safetensors: ", path, ": tensor \"", name, "\" has a malformed shape or data_offsets");
     Shape shape;
     for (auto& d : sh.arr) {
-      MG_CHECK(d.kind == Json::Num && d.num >= 0 && d.num < (int64_t(1) << 40), "load_safetensors: ", path,
-               ": tensor \"", name, "\" has an invalid dimension");
+      MG_CHECK(d.kind == Json::Num && d.num >= 0, "load_safetensors: ", path, ": tensor \"", name,
+               "\" has an invalid dimension");
       shape.push_back(d.num);
     }
     MG_CHECK(of.arr[0].kind == Json::Num && of.arr[1].kind == Json::Num && of.arr[0].num >= 0 && of.arr[1].num >= of.arr[0].num,
              "load_safetensors: ", path, ": tensor \"", name, "\" has invalid data_offsets");
     const uint64_t b = uint64_t(of.arr[0].num), e = uint64_t(of.arr[1].num);
-    const uint64_t need = uint64_t(numel_of(shape)) * element_size(t);
-    MG_CHECK(e - b == need, "load_safetensors: ", path, ": tensor \"", name, "\" of shape ", shape, " (", dt.str, ") needs ",
-             need, " bytes but its data_offsets span ", e - b);
+    // The bytes the shape needs, without overflow: no more than the span can hold.
+    uint64_t need = element_size(t);
+    bool zero = false;
+    for (int64_t d : shape) zero = zero || d == 0;
+    bool fits = true;
+    for (int64_t d : shape) fits = fits && (zero || !__builtin_mul_overflow(need, uint64_t(d), &need));
+    if (zero) need = 0;
+    MG_CHECK(fits && e - b == need, "load_safetensors: ", path, ": tensor \"", name, "\" of shape ", shape, " (", dt.str,
+             ") needs ", fits ? std::to_string(need) : std::string("more than 2^64"), " bytes but its data_offsets span ",
+             e - b);
     MG_CHECK(e <= data_size, "load_safetensors: ", path, " is truncated: tensor \"", name, "\" ends at byte ", e,
              " of a data section of ", data_size);
-    spans.emplace_back(b, e);
-    Tensor x = empty(shape, t);
-    f.seekg(std::streamoff(8 + hl + b));
-    f.read(static_cast<char*>(x.raw_data()), std::streamsize(need));
-    MG_CHECK(f.good() || need == 0, "load_safetensors: ", path, ": reading tensor \"", name, "\" failed");
-    out.tensors.emplace_back(name, x);
+    entries.push_back({name, t, std::move(shape), b, e});
   }
-  std::sort(spans.begin(), spans.end());
+  std::vector<size_t> order(entries.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t c) {
+    return std::pair(entries[a].b, entries[a].e) < std::pair(entries[c].b, entries[c].e);
+  });
   uint64_t cur = 0;
-  for (auto& [b, e] : spans) {
-    MG_CHECK(b == cur, "load_safetensors: ", path, " is corrupt: tensor data ", b < cur ? "overlaps" : "leaves a hole", " at byte ", b);
-    cur = e;
+  for (size_t i : order) {
+    const Entry& en = entries[i];
+    MG_CHECK(en.b == cur, "load_safetensors: ", path, " is corrupt: tensor \"", en.name, "\" ",
+             en.b < cur ? "overlaps the one before it" : "leaves a hole", " at byte ", en.b);
+    cur = en.e;
   }
   MG_CHECK(cur == data_size, "load_safetensors: ", path, " is corrupt: ", data_size - cur, " unindexed bytes after the tensors");
+  // The data section adds up to the file's size: reading it allocates no more than the file holds.
+  std::vector<Tensor> loaded(entries.size());
+  for (size_t i : order) {
+    const Entry& en = entries[i];
+    Tensor x = empty(en.shape, en.dtype);
+    const uint64_t need = en.e - en.b;
+    f.seekg(std::streamoff(8 + hl + en.b));
+    f.read(static_cast<char*>(x.raw_data()), std::streamsize(need));
+    MG_CHECK(f.good() || need == 0, "load_safetensors: ", path, ": reading tensor \"", en.name, "\" failed");
+    loaded[i] = x;
+  }
+  if (auto it = out.metadata.find(kCrcKey); it != out.metadata.end()) {
+    unsigned long want = 0;
+    const auto [p, err] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), want);
+    MG_CHECK(err == std::errc() && p == it->second.data() + it->second.size(), "load_safetensors: ", path,
+             ": metadata \"", kCrcKey, "\" is not a number: \"", it->second, "\"");
+    uLong crc = crc32(0, Z_NULL, 0);
+    for (size_t i : order) crc = crc_update(crc, loaded[i].raw_data(), size_t(entries[i].e - entries[i].b));
+    MG_CHECK(crc == want, "load_safetensors: ", path, " is corrupt: the data's CRC-32 is ", crc, " but the file says ",
+             want, " (", kCrcKey, ")");
+  }
+  for (size_t i = 0; i < entries.size(); ++i) out.tensors.emplace_back(entries[i].name, loaded[i]);
   return out;
 }
 
@@ -319,31 +424,57 @@ void save_checkpoint(const std::string& path, const nn::Module& model, const opt
 }
 
 int64_t load_checkpoint(const std::string& path, nn::Module& model, optim::Optimizer* opt,
-                        std::map<std::string, std::string>* metadata) {
+                        std::map<std::string, std::string>* metadata, const LoadCheckpointOptions& o) {
   SafetensorsFile f = load_safetensors(path);
-  std::map<std::string, Tensor> byname(f.tensors.begin(), f.tensors.end());
-  auto load_named = [&](const std::vector<std::pair<std::string, Tensor>>& dst) {
-    for (const auto& [n, t] : dst) {
-      auto it = byname.find(n);
-      MG_CHECK(it != byname.end(), "load_checkpoint: ", path, " has no tensor \"", n, "\"");
-      MG_CHECK(it->second.sizes() == t.sizes(), "load_checkpoint: \"", n, "\" in ", path, " has shape ",
-               it->second.sizes(), " but the model's has ", t.sizes());
-      NoGradGuard ng;
-      t.detach().copy_(it->second.to(t.dtype()).to(t.device()));
-    }
-  };
-  load_named(model.named_parameters());
-  load_named(model.named_buffers());
-  if (opt) {
-    optim::StateDict s;
-    for (const auto& [n, t] : f.tensors)
-      if (n.rfind("optimizer.", 0) == 0) s.emplace_back(n.substr(10), t);
-    opt->load_state_dict(s);
-  }
-  if (metadata) *metadata = f.metadata;
+  // The epoch first: a file with a bad one changes nothing.
   auto e = f.metadata.find("epoch");
   MG_CHECK(e != f.metadata.end(), "load_checkpoint: ", path, " has no epoch in its metadata");
-  return std::stoll(e->second);
+  int64_t epoch = -1;
+  {
+    const std::string& v = e->second;
+    const auto [p, err] = std::from_chars(v.data(), v.data() + v.size(), epoch);
+    MG_CHECK(err == std::errc() && p == v.data() + v.size() && epoch >= 0, "load_checkpoint: ", path,
+             ": metadata \"epoch\" is \"", v, "\", not a non-negative integer");
+  }
+  std::map<std::string, Tensor> byname(f.tensors.begin(), f.tensors.end());
+  std::set<std::string> used;
+  NamedTensors dst = model.named_parameters();
+  for (auto& nb : model.named_buffers()) dst.push_back(nb);
+  std::vector<std::pair<Tensor, Tensor>> copies;  // checked first, copied after: a bad file changes nothing
+  for (const auto& [n, t] : dst) {
+    auto it = byname.find(n);
+    if (it == byname.end()) {
+      MG_CHECK(!o.strict, "load_checkpoint: ", path, " has no tensor \"", n, "\" (strict loading; "
+               "LoadCheckpointOptions{.strict = false} loads the tensors it has)");
+      continue;
+    }
+    used.insert(n);
+    const Tensor& src = it->second;
+    MG_CHECK(src.sizes() == t.sizes(), "load_checkpoint: \"", n, "\" in ", path, " has shape ", src.sizes(),
+             " but the model's has ", t.sizes());
+    MG_CHECK(is_floating(t.dtype()) || !is_floating(src.dtype()), "load_checkpoint: \"", n, "\" in ", path, " is ",
+             src.dtype(), " but the model's is ", t.dtype(), ": floating values are not converted to integers");
+    copies.emplace_back(t, src);
+  }
+  optim::StateDict s;
+  if (opt)
+    for (const auto& [n, t] : f.tensors)
+      if (n.rfind("optimizer.", 0) == 0) {
+        s.emplace_back(n.substr(10), t);
+        used.insert(n);
+      }
+  if (o.strict)
+    for (const auto& [n, t] : f.tensors)
+      MG_CHECK(used.count(n) || (!opt && n.rfind("optimizer.", 0) == 0), "load_checkpoint: ", path,
+               " has tensor \"", n, "\" of shape ", t.sizes(), ", which the model", opt ? " and the optimizer do" : " does",
+               " not have (strict loading; LoadCheckpointOptions{.strict = false} skips it)");
+  if (opt) opt->load_state_dict(s);  // checks names, shapes and ranges before it changes anything
+  {
+    NoGradGuard ng;
+    for (auto& [t, src] : copies) t.detach().copy_(src.to(t.dtype()).to(t.device()));
+  }
+  if (metadata) *metadata = f.metadata;
+  return epoch;
 }
 
 }  // namespace minigrad::io

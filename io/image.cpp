@@ -1,30 +1,98 @@
-// Images through Debian's stb (stb_image to read, stb_image_write to write PNG).
+// Images through Debian's stb (stb_image to read, stb_image_write to write PNG). Only the formats
+// minigrad documents are compiled in (PNG, JPEG, BMP): the others' decoders are not reachable from a
+// file, and each file's header is checked before stb decodes it.
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_IMPLEMENTATION
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_BMP
+#define STBI_NO_STDIO
+#define STBI_MAX_DIMENSIONS (1 << 20)
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <memory>
 #include <vector>
 
 #include "dataset.h"
 
 namespace minigrad::io {
 
+namespace {
+
+// stb_image 2.27 (Debian's) builds a JPEG Huffman table from 16 code counts without checking that
+// they add up to at most 256 symbols, and writes past its 257-entry table when they do. Every DHT
+// segment of the file is checked here first, in the markers before and between the scans.
+void check_jpeg_tables(const std::vector<uint8_t>& b, const std::string& path) {
+  auto bad = [&](const char* why) { MG_FAIL("load_image: ", path, " is a corrupt JPEG (", why, ")"); };
+  size_t i = 2;  // after SOI
+  while (i + 1 < b.size()) {
+    if (b[i] != 0xFF) {  // entropy-coded data: skip to the next marker
+      ++i;
+      continue;
+    }
+    const uint8_t m = b[i + 1];
+    if (m == 0xFF) {  // fill byte
+      ++i;
+      continue;
+    }
+    if (m == 0x00 || (m >= 0xD0 && m <= 0xD7) || m == 0x01 || m == 0xD8) {  // stuffed byte, RSTn, TEM, SOI
+      i += 2;
+      continue;
+    }
+    if (m == 0xD9) return;  // EOI
+    if (i + 4 > b.size()) return;  // stb reports the truncation itself
+    const size_t len = size_t(b[i + 2]) << 8 | b[i + 3];
+    if (len < 2) bad("a segment shorter than its length field");
+    const size_t seg = i + 4, end = std::min(b.size(), i + 2 + len);
+    if (m == 0xC4) {
+      size_t j = seg;
+      while (j + 17 <= end) {
+        size_t n = 0;
+        for (int k = 1; k <= 16; ++k) n += b[j + size_t(k)];
+        if (n > 256) bad("a Huffman table with more than 256 codes");
+        j += 17 + n;
+      }
+    }
+    i += 2 + len;
+  }
+}
+
+}  // namespace
+
 Tensor load_image(const std::string& path, int channels) {
   MG_CHECK(channels == 0 || channels == 1 || channels == 3, "load_image: channels must be 0, 1 or 3, got ", channels);
   MG_CHECK(std::filesystem::exists(path), "load_image: file ", path, " does not exist");
+  const auto size = std::filesystem::file_size(path);
+  MG_CHECK(size < (uint64_t(1) << 31), "load_image: ", path, " is ", size, " bytes, more than an image file may be");
+  std::vector<uint8_t> b(size);
+  {
+    std::ifstream f(path, std::ios::binary);
+    f.read(reinterpret_cast<char*>(b.data()), std::streamsize(size));
+    MG_CHECK(f.good() || size == 0, "load_image: cannot read ", path);
+  }
+  const int len = int(size);
+  if (size >= 2 && b[0] == 0xFF && b[1] == 0xD8) check_jpeg_tables(b, path);  // stbi_info reads DHTs too
   int w = 0, h = 0, c = 0;
-  unsigned char* px = stbi_load(path.c_str(), &w, &h, &c, channels);
+  MG_CHECK(stbi_info_from_memory(b.data(), len, &w, &h, &c), "load_image: cannot decode ", path, " (",
+           stbi_failure_reason(), "; minigrad reads PNG, JPEG and BMP)");
+  const int64_t pixels = int64_t(w) * int64_t(h), cap = load_limits().max_image_pixels;
+  MG_CHECK(w > 0 && h > 0 && pixels <= cap, "load_image: ", path, " declares ", w, "x", h, " pixels, more than the limit of ",
+           cap, " (io::LoadLimits::max_image_pixels)");
+  std::unique_ptr<unsigned char, void (*)(void*)> px(stbi_load_from_memory(b.data(), len, &w, &h, &c, channels),
+                                                     stbi_image_free);
   MG_CHECK(px, "load_image: cannot decode ", path, " (", stbi_failure_reason(), ")");
+  MG_CHECK(int64_t(w) * h <= cap, "load_image: ", path, " decodes to ", w, "x", h, " pixels, more than its header said");
   const int C = channels ? channels : c;
   Tensor t = empty({C, h, w});
   float* d = t.data_ptr<float>();
+  const unsigned char* s = px.get();
   for (int y = 0; y < h; ++y)
     for (int x = 0; x < w; ++x)
-      for (int k = 0; k < C; ++k) d[(int64_t(k) * h + y) * w + x] = float(px[(int64_t(y) * w + x) * C + k]) / 255.0f;
-  stbi_image_free(px);
+      for (int k = 0; k < C; ++k) d[(int64_t(k) * h + y) * w + x] = float(s[(int64_t(y) * w + x) * C + k]) / 255.0f;
   return t;
 }
 
@@ -33,6 +101,7 @@ void save_png(const std::string& path, const Tensor& image) {
   Tensor t = (image.dim() == 2 ? image.unsqueeze(0) : image).detach().to(Device::cpu()).to(kFloat32).contiguous();
   const int64_t C = t.size(0), H = t.size(1), W = t.size(2);
   MG_CHECK(C == 1 || C == 3 || C == 4, "save_png: expected 1, 3 or 4 channels, got ", C);
+  MG_CHECK(H > 0 && W > 0 && H * W <= (int64_t(1) << 28), "save_png: cannot write a ", H, "x", W, " image");
   std::vector<unsigned char> px(size_t(C * H * W));
   const float* s = t.data_ptr<float>();
   for (int64_t y = 0; y < H; ++y)

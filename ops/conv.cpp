@@ -148,14 +148,16 @@ void conv_core(const ConvPlan& p, const Tensor& w, const Tensor& ximg, const Ten
 
 // out is a conv's fresh (N, Cout, Ho, Wo) output.
 void add_bias(const Tensor& out, const Tensor& bias) {
-  if (!bias.defined()) return;
-  backend_for(out.device()).channel_bias(out.view({out.size(0), out.size(1), -1}), bias.detach().contiguous());
+  if (!bias.defined() || out.numel() == 0) return;
+  backend_for(out.device()).channel_bias(out.view({out.size(0), out.size(1), out.size(2) * out.size(3)}),
+                                         bias.detach().contiguous());
 }
 
 // db = the sum of gy over N, Ho and Wo.
 Tensor bias_grad(const Tensor& gy) {
+  if (gy.numel() == 0) return zeros({gy.size(1)}, gy.options());  // an empty batch
   Tensor g = gy.contiguous(), db = empty({gy.size(1)}, gy.options());
-  backend_for(g.device()).channel_sums(db, g.view({g.size(0), g.size(1), -1}));
+  backend_for(g.device()).channel_sums(db, g.view({g.size(0), g.size(1), g.size(2) * g.size(3)}));
   return db;
 }
 

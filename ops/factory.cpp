@@ -48,7 +48,9 @@ Tensor arange(double start, double end, double step, TensorOptions opts) {
 
 Tensor rand(const Shape& shape, TensorOptions opts, Generator* gen) {
   MG_CHECK(is_floating(opts.dtype_), "rand: expected a floating dtype, got ", opts.dtype_);
-  auto& eng = (gen ? *gen : default_generator()).engine();
+  Generator& g = gen ? *gen : default_generator();
+  std::lock_guard<std::mutex> lock(g.mutex());
+  auto& eng = g.engine();
   std::uniform_real_distribution<double> d(0.0, 1.0);
   return host_fill(shape, opts, [&](int64_t) {
     double v = d(eng);
@@ -58,7 +60,9 @@ Tensor rand(const Shape& shape, TensorOptions opts, Generator* gen) {
 
 Tensor randn(const Shape& shape, TensorOptions opts, Generator* gen) {
   MG_CHECK(is_floating(opts.dtype_), "randn: expected a floating dtype, got ", opts.dtype_);
-  auto& eng = (gen ? *gen : default_generator()).engine();
+  Generator& g = gen ? *gen : default_generator();
+  std::lock_guard<std::mutex> lock(g.mutex());
+  auto& eng = g.engine();
   std::normal_distribution<double> d(0.0, 1.0);
   return host_fill(shape, opts, [&](int64_t) { return d(eng); });
 }
@@ -67,7 +71,9 @@ Tensor randint(int64_t low, int64_t high, const Shape& shape, TensorOptions opts
   MG_CHECK(low < high, "randint: expected low < high, got [", low, ", ", high, ")");
   MG_CHECK(opts.dtype_ != kUInt8 || (low >= 0 && high <= 256), "randint: [", low, ", ", high,
            ") does not fit uint8's 0..255");
-  auto& eng = (gen ? *gen : default_generator()).engine();
+  Generator& g = gen ? *gen : default_generator();
+  std::lock_guard<std::mutex> lock(g.mutex());
+  auto& eng = g.engine();
   std::uniform_int_distribution<int64_t> d(low, high - 1);
   return host_fill(shape, opts, [&](int64_t) { return d(eng); });
 }

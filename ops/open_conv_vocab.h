@@ -28,7 +28,11 @@ namespace minigrad {
 // A value with its derivatives with respect to the patch value x and the weight w.
 template <class T>
 struct Dual2 {
-  T v{}, dx{}, dw{};  // T(c) gives the constant c: no derivatives
+  T v{}, dx{}, dw{};
+  constexpr Dual2() = default;
+  // Dual2<T>(c), and so T(c) in a combine written over T, is the constant c: no derivatives.
+  MG_HOST_DEVICE constexpr Dual2(T value) : v(value) {}
+  MG_HOST_DEVICE constexpr Dual2(T value, T d_x, T d_w) : v(value), dx(d_x), dw(d_w) {}
 };
 template <class T> MG_HOST_DEVICE Dual2<T> operator+(Dual2<T> a, Dual2<T> b) { return {a.v + b.v, a.dx + b.dx, a.dw + b.dw}; }
 template <class T> MG_HOST_DEVICE Dual2<T> operator-(Dual2<T> a, Dual2<T> b) { return {a.v - b.v, a.dx - b.dx, a.dw - b.dw}; }

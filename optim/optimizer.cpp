@@ -1,6 +1,10 @@
 #include "optimizer.h"
 
+#include <algorithm>
+#include <charconv>
 #include <cmath>
+#include <limits>
+#include <set>
 #include <numbers>
 
 #include "../core/autograd.h"
@@ -11,7 +15,7 @@ namespace minigrad::optim {
 
 Optimizer::Optimizer(std::vector<Tensor> params, double lr, const char* name)
     : params_(std::move(params)), lr_(lr), name_(name) {
-  MG_CHECK(lr >= 0, name_, ": learning rate must be >= 0, got ", lr);
+  MG_CHECK(std::isfinite(lr) && lr >= 0, name_, ": learning rate must be finite and >= 0, got ", lr);
   for (size_t i = 0; i < params_.size(); ++i)
     MG_CHECK(params_[i].defined() && params_[i].requires_grad() && params_[i].is_leaf(), name_,
              ": parameter ", i, " must be a leaf tensor that requires grad");
@@ -22,7 +26,7 @@ void Optimizer::zero_grad() {
 }
 
 void Optimizer::set_lr(double lr) {
-  MG_CHECK(lr >= 0, name_, ": learning rate must be >= 0, got ", lr);
+  MG_CHECK(std::isfinite(lr) && lr >= 0, name_, ": learning rate must be finite and >= 0, got ", lr);
   lr_ = lr;
 }
 
@@ -32,9 +36,51 @@ Tensor find(const StateDict& s, const std::string& key, const char* op) {
     if (k == key) return v;
   MG_FAIL(op, ".load_state_dict: missing entry \"", key, "\"");
 }
-void load_into(const Tensor& dst, const Tensor& src, const std::string& key, const char* op) {
-  MG_CHECK(src.sizes() == dst.sizes(), op, ".load_state_dict: \"", key, "\" has shape ", src.sizes(),
-           ", expected ", dst.sizes());
+bool has(const StateDict& s, const std::string& key) {
+  for (const auto& kv : s)
+    if (kv.first == key) return true;
+  return false;
+}
+// Every key of s is one of `known` (or, with a prefix in `indexed`, prefix + a parameter index),
+// at most once.
+void check_keys(const StateDict& s, const std::vector<std::string>& known, const std::vector<std::string>& indexed,
+                size_t nparams, const char* op) {
+  std::set<std::string> seen;
+  for (const auto& [k, v] : s) {
+    MG_CHECK(seen.insert(k).second, op, ".load_state_dict: entry \"", k, "\" appears twice");
+    bool ok = std::find(known.begin(), known.end(), k) != known.end();
+    for (const auto& pre : indexed)
+      if (!ok && k.rfind(pre, 0) == 0) {
+        size_t i = 0;
+        const char* b = k.data() + pre.size();
+        const auto [p, err] = std::from_chars(b, k.data() + k.size(), i);
+        ok = err == std::errc() && p == k.data() + k.size() && p != b && i < nparams && std::to_string(i) == std::string(b);
+      }
+    MG_CHECK(ok, op, ".load_state_dict: unexpected entry \"", k, "\" (", nparams, " parameters)");
+  }
+}
+// A scalar entry's value as a double, finite and >= 0.
+double scalar_entry(const StateDict& s, const std::string& key, const char* op) {
+  Tensor t = find(s, key, op);
+  MG_CHECK(t.numel() == 1, op, ".load_state_dict: \"", key, "\" has shape ", t.sizes(), ", expected one value");
+  const double v = t.item();
+  MG_CHECK(std::isfinite(v) && v >= 0, op, ".load_state_dict: \"", key, "\" is ", v, ", expected a finite value >= 0");
+  return v;
+}
+// The entry for dst: its shape, and every value finite (and >= 0 when nonneg).
+Tensor checked_state(const StateDict& s, const Tensor& dst, const std::string& key, const char* op, bool nonneg) {
+  Tensor src = find(s, key, op);
+  MG_CHECK(src.sizes() == dst.sizes(), op, ".load_state_dict: \"", key, "\" has shape ", src.sizes(), ", expected ",
+           dst.sizes());
+  MG_CHECK(is_floating(src.dtype()), op, ".load_state_dict: \"", key, "\" is ", src.dtype(), ", expected floating values");
+  Tensor c = src.detach().to(Device::cpu()).to(kFloat64).contiguous();
+  const double* p = c.data_ptr<double>();
+  for (int64_t i = 0; i < c.numel(); ++i)
+    MG_CHECK(std::isfinite(p[i]) && (!nonneg || p[i] >= 0), op, ".load_state_dict: \"", key, "\" holds ", p[i],
+             " at index ", i, nonneg ? ", expected finite values >= 0" : ", expected finite values");
+  return src;
+}
+void load_into(const Tensor& dst, const Tensor& src) {
   NoGradGuard ng;
   dst.detach().copy_(src.to(dst.dtype()).to(dst.device()));
 }
@@ -79,17 +125,22 @@ StateDict SGD::state_dict() const {
 }
 
 void SGD::load_state_dict(const StateDict& s) {
-  set_lr(find(s, "lr", "SGD").item());
+  check_keys(s, {"lr"}, {"momentum_buffer."}, params_.size(), "SGD");
+  const double lr = scalar_entry(s, "lr", "SGD");
+  std::vector<Tensor> src(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
     const std::string key = "momentum_buffer." + std::to_string(i);
-    bool present = false;
-    for (const auto& [k, v] : s) present = present || k == key;
-    if (!present) {
+    if (has(s, key)) src[i] = checked_state(s, params_[i].detach(), key, "SGD", false);
+  }
+  // Everything checked: now the state changes.
+  set_lr(lr);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (!src[i].defined()) {
       momentum_[i] = Tensor();
       continue;
     }
     if (!momentum_[i].defined()) momentum_[i] = zeros_like(params_[i].detach());
-    load_into(momentum_[i], find(s, key, "SGD"), key, "SGD");
+    load_into(momentum_[i], src[i]);
   }
 }
 
@@ -137,13 +188,22 @@ StateDict Adam::state_dict() const {
 }
 
 void Adam::load_state_dict(const StateDict& s) {
-  set_lr(find(s, "lr", name_).item());
-  step_ = find(s, "step", name_).item<int64_t>();
+  check_keys(s, {"lr", "step"}, {"exp_avg.", "exp_avg_sq."}, params_.size(), name_);
+  const double lr = scalar_entry(s, "lr", name_);
+  // The step count: an integer up to 2^53 (beyond it the bias corrections are 1 in double anyway).
+  const double step = scalar_entry(s, "step", name_);
+  MG_CHECK(step == std::floor(step) && step <= 9007199254740992.0, name_, ".load_state_dict: \"step\" is ", step,
+           ", expected an integer in [0, 2^53]");
+  std::vector<Tensor> m(params_.size()), v(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
-    for (auto* v : {&exp_avg_, &exp_avg_sq_}) {
-      const std::string key = (v == &exp_avg_ ? "exp_avg." : "exp_avg_sq.") + std::to_string(i);
-      load_into((*v)[i], find(s, key, name_), key, name_);
-    }
+    m[i] = checked_state(s, exp_avg_[i], "exp_avg." + std::to_string(i), name_, false);
+    v[i] = checked_state(s, exp_avg_sq_[i], "exp_avg_sq." + std::to_string(i), name_, true);
+  }
+  set_lr(lr);
+  step_ = int64_t(step);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    load_into(exp_avg_[i], m[i]);
+    load_into(exp_avg_sq_[i], v[i]);
   }
 }
 
@@ -174,16 +234,30 @@ double CosineAnnealingLR::lr_at(int64_t e) const {
   return eta_min_ + (base_lr_ - eta_min_) * (1 + std::cos(std::numbers::pi * double(e) / double(t_max_))) / 2;
 }
 
-double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
-  MG_CHECK(max_norm > 0, "clip_grad_norm_: max_norm must be positive, got ", max_norm);
+double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type, bool error_if_nonfinite) {
+  MG_CHECK(max_norm > 0 && std::isfinite(max_norm), "clip_grad_norm_: max_norm must be positive and finite, got ", max_norm);
+  MG_CHECK(norm_type > 0, "clip_grad_norm_: norm_type must be positive (or infinity), got ", norm_type);
   NoGradGuard ng;
+  const bool inf = std::isinf(norm_type);
   double total = 0;
   for (const auto& p : params)
-    if (p.grad().defined()) {
-      Tensor g = p.grad().to(kFloat64);
-      total += sum(mul(g, g)).item();
+    if (p.grad().defined() && p.grad().numel() > 0) {
+      Tensor g = abs(p.grad().to(kFloat64));
+      if (inf) {
+        const double m = max(g).item();  // NaN when g holds one
+        total = std::isnan(m) || std::isnan(total) ? std::numeric_limits<double>::quiet_NaN() : std::max(total, m);
+      } else if (norm_type == 2) {
+        total += sum(mul(g, g)).item();
+      } else if (norm_type == 1) {
+        total += sum(g).item();
+      } else {
+        total += sum(pow(g, norm_type)).item();
+      }
     }
-  total = std::sqrt(total);
+  if (!inf) total = norm_type == 2 ? std::sqrt(total) : norm_type == 1 ? total : std::pow(total, 1.0 / norm_type);
+  MG_CHECK(!error_if_nonfinite || std::isfinite(total), "clip_grad_norm_: the total norm of order ", norm_type,
+           " of the gradients of ", params.size(), " parameters is ", total,
+           "; the gradients are not finite (error_if_nonfinite = true)");
   const double coef = max_norm / (total + 1e-6);
   if (coef < 1)
     for (const auto& p : params)

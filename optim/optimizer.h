@@ -20,8 +20,10 @@ class Optimizer {
   double lr() const { return lr_; }
   void set_lr(double lr);
   const std::vector<Tensor>& params() const { return params_; }
-  // The optimizer's state as named tensors (for checkpoints), and back. Loading checks that
-  // names and shapes match this optimizer's parameters.
+  // The optimizer's state as named tensors (for checkpoints), and back. Loading checks everything
+  // before it changes anything: each name is one this optimizer has (at most once, none missing),
+  // shapes match its parameters, the learning rate and the state are finite (second moments >= 0,
+  // Adam's step an integer in [0, 2^53]); a bad entry is an error naming its key.
   virtual StateDict state_dict() const = 0;
   virtual void load_state_dict(const StateDict& state) = 0;
 
@@ -121,7 +123,11 @@ class CosineAnnealingLR : public LRScheduler {
   double eta_min_;
 };
 
-// Scales the gradients so that their joint 2-norm is at most max_norm; returns the norm before.
-double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm);
+// Scales the gradients so that their joint norm (of order norm_type: 2, 1, any p > 0, or infinity
+// for the largest magnitude) is at most max_norm; returns the norm before, as
+// torch::nn::utils::clip_grad_norm_. A non-finite norm (a NaN or inf gradient) is an error with
+// error_if_nonfinite; otherwise the gradients are scaled by max_norm / (NaN or inf) as PyTorch does.
+double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type = 2.0,
+                       bool error_if_nonfinite = false);
 
 }  // namespace minigrad::optim

@@ -13,27 +13,6 @@ using namespace mgtest;
 namespace fs = std::filesystem;
 
 namespace {
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("minigrad-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter()++));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& f) const { return (path / f).string(); }
-  static int& counter() {
-    static int c = 0;
-    return c;
-  }
-};
-void write_bytes(const std::string& p, const std::string& bytes) {
-  std::ofstream f(p, std::ios::binary);
-  f.write(bytes.data(), std::streamsize(bytes.size()));
-}
-std::string read_bytes(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
 // A small MNIST-format set: image i is filled with value i*10, label i % 10.
 void write_mnist(const TempDir& d, const std::string& prefix, int64_t n, bool gz) {
   std::vector<uint8_t> img, lab;

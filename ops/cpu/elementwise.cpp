@@ -124,7 +124,7 @@ void CpuBackend::unary(UnaryOp op, const Tensor& out, const Tensor& x, double p)
       case UnaryOp::Sqrt: return map<T, T>(out, [](T v) { return std::sqrt(v); }, x);
       case UnaryOp::Abs: return map<T, T>(out, [](T v) { return std::abs(v); }, x);
       case UnaryOp::Pow: return map<T, T>(out, [](T v) { return v * v; }, x);  // p == 2
-      case UnaryOp::Relu: return map<T, T>(out, [](T v) { return v > T(0) ? v : T(0); }, x);
+      case UnaryOp::Relu: return map<T, T>(out, [](T v) { return v > T(0) || v != v ? v : T(0); }, x);
       case UnaryOp::Exp:
       case UnaryOp::Log:
       case UnaryOp::Sigmoid:

@@ -104,8 +104,14 @@ template <class T>
 void gemm_batched(bool ta, bool tb, int64_t batch, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
                   int64_t lda, int64_t sa, const T* b, int64_t ldb, int64_t sb, T beta, T* c, int64_t ldc,
                   int64_t sc) {
-  const int nt = get_num_threads();
-  const bool par = nt > 1 && !in_parallel_region() && double(batch) * double(m) * double(n) * double(k) >= 262144.0;
+  // Deterministic mode cuts as if for kDeterministicPieces / 2 threads whatever the count and
+  // wherever it is called from (the pieces then run on the threads there are, or inline), so every
+  // piece is the same BLAS call at any thread count: OpenBLAS's own result for an element can
+  // depend on the shape of the call (its small-matrix kernels), not only the k-cut.
+  const bool det = are_deterministic_algorithms_enabled();
+  const int nt = det ? kDeterministicPieces / 2 : get_num_threads();
+  const bool big_enough = double(batch) * double(m) * double(n) * double(k) >= 262144.0;
+  const bool par = det ? big_enough : nt > 1 && !in_parallel_region() && big_enough;
   if (!par) {
     for (int64_t q = 0; q < batch; ++q)
       gemm_one<T>(ta, tb, m, n, k, alpha, a + q * sa, lda, b + q * sb, ldb, beta, c + q * sc, ldc);

@@ -134,7 +134,9 @@ template <int VB, int RB, int NV, int Red, bool Track, class T, class C>
         if constexpr (Red == 0) {
           acc[r][v] += val;
         } else {
-          const M take = Red == 1 ? (val > acc[r][v]) : (val < acc[r][v]);  // NaN never wins
+          // A NaN wins and stays (the first one), as in max_pool2d and PyTorch's max: take when
+          // the running value is not NaN and val is not <= (>=) it, NaN included.
+          const M take = (Red == 1 ? ~(val <= acc[r][v]) : ~(val >= acc[r][v])) & (acc[r][v] == acc[r][v]);
           acc[r][v] = take ? val : acc[r][v];
           if constexpr (Track) wi[r][v] = take ? M{} + ME(k) : wi[r][v];
         }
@@ -165,7 +167,7 @@ inline void oc_fwd_tail(const C& comb, const T* cg, const T* wr, T* out, int32_t
         if constexpr (Red == 0) {
           acc += val;
         } else {
-          const bool take = Red == 1 ? val > acc : val < acc;
+          const bool take = (Red == 1 ? !(val <= acc) : !(val >= acc)) && acc == acc;  // NaN wins
           acc = take ? val : acc;
           wk = take ? int32_t(k) : wk;
         }
@@ -378,7 +380,8 @@ void fused_backward_sum(const C& comb, const T* cols, const T* w, const T* gy, T
   // groups' rows).
   OcTasks t{};
   const int64_t span = oc_span<T>(isa, true), blocks = std::max<int64_t>(1, (p.L + span - 1) / span);
-  const int64_t want = 2 * int64_t(get_num_threads());
+  // (deterministic mode: a fixed number of chunks, so dW's sums do not depend on the threads)
+  const int64_t want = sum_pieces(1L << 30);
   t.qchunks = std::min<int64_t>(blocks, std::max<int64_t>(1, (want + p.G - 1) / p.G));
   t.ochunks = 1;
   t.per_group = t.qchunks;
@@ -399,7 +402,7 @@ void fused_backward_sum(const C& comb, const T* cols, const T* w, const T* gy, T
 
 // Max / Min over k of combine(cols[k, q], w[k]) for every position q of one output channel, into
 // best (L). With Track, also the winning k into win (L). Forward and backward share this, so the
-// gradient goes exactly to the k the forward chose (first winner on ties; NaN never wins).
+// gradient goes exactly to the k the forward chose (first winner on ties; the first NaN wins, as in max_pool2d).
 template <bool Track, class T, class C>
 void extreme_over_k(const C& comb, bool is_max, const T* cg, const T* wr, int64_t K, int64_t L, T* best,
                     int32_t* win) {
@@ -412,7 +415,7 @@ void extreme_over_k(const C& comb, bool is_max, const T* cg, const T* wr, int64_
     const T* cr = cg + k * L;
     for (int64_t q = 0; q < L; ++q) {
       const T v = comb(cr[q], wk);
-      const bool take = is_max ? v > best[q] : v < best[q];
+      const bool take = (is_max ? !(v <= best[q]) : !(v >= best[q])) && best[q] == best[q];  // NaN wins
       best[q] = take ? v : best[q];
       if constexpr (Track) win[q] = take ? int32_t(k) : win[q];
     }
@@ -465,7 +468,7 @@ void generic_backward_image(const C& comb, const R& red, const T* cols, const T*
   if (dcols)
     for (int64_t i = 0; i < rows * L; ++i) dcols[i] = T(0);
   const bool par = p.Cout * K * L >= kParallelGrain;
-  const int64_t blocks = par ? std::min<int64_t>(chunks, 2 * int64_t(get_num_threads())) : 1;
+  const int64_t blocks = par || are_deterministic_algorithms_enabled() ? std::min<int64_t>(chunks, sum_pieces(chunks)) : 1;
   std::vector<T> dw_blocks(dw ? size_t(blocks * p.Cout * K) : 0, T(0));
   parallel_chunks(blocks, [&](int64_t blk, int) {
     T* dw_local = dw ? dw_blocks.data() + blk * p.Cout * K : nullptr;

@@ -91,8 +91,9 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& out, const Tensor& x) {
     if (nout == 1 && numel_of(red_sizes) >= kParallelGrain && rnd == 1) {
       // One output from a long run: split the run across threads.
       const char* base = static_cast<const char*>(x.raw_data());
-      // one piece per thread, added in piece order: the sum depends on the thread count only
-      const int nth = get_num_threads();
+      // pieces added in piece order: the sum depends on the thread count only, and not on it in
+      // deterministic mode (core/threading.h)
+      const int nth = are_deterministic_algorithms_enabled() ? kDeterministicPieces : get_num_threads();
       std::vector<acc_t<T>> part(size_t(nth), r.identity());
       parallel_chunks(nth, [&](int64_t t, int) {
         const int64_t b = rin * t / nth, e = rin * (t + 1) / nth;

@@ -72,7 +72,7 @@ __device__ T unary_fn(UnaryOp op, T v, T p) {
     case UnaryOp::Sqrt: return ::sqrt(v);
     case UnaryOp::Abs: return v < T(0) ? -v : v;
     case UnaryOp::Pow: return p == T(2) ? v * v : ::pow(v, p);
-    case UnaryOp::Relu: return v > T(0) ? v : T(0);
+    case UnaryOp::Relu: return v > T(0) || v != v ? v : T(0);  // NaN stays NaN
     case UnaryOp::Sigmoid: return sigmoid_of(v);
     case UnaryOp::Tanh: return ::tanh(v);
     case UnaryOp::Gelu: return v * gelu_cdf(v);
@@ -139,7 +139,7 @@ __global__ void relu_mask_kernel(int64_t bytes, T* y, uint8_t* mask, const T* x,
     uint8_t bits = 0;
     for (int64_t i = 8 * b, j = 0; j < 8 && i < n; ++i, ++j) {
       const bool pos = x[i] > T(0);
-      y[i] = pos ? x[i] : T(0);
+      y[i] = pos || x[i] != x[i] ? x[i] : T(0);  // NaN stays NaN, as in PyTorch
       bits = uint8_t(bits | (uint8_t(pos) << j));
     }
     mask[b] = bits;

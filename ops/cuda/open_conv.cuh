@@ -10,7 +10,7 @@
 // The functor is copied into the kernels by value, so it must be trivially copyable, and its
 // operator() (and dx / dw) must be MG_HOST_DEVICE. Same semantics as the CPU kernels: per output
 // (o, q), combine over the group's K patch values, then sum, or max / min with the gradient going
-// to the first winner (NaN never wins); the functor's own dx / dw, else dual numbers.
+// to the first winner (the first NaN wins); the functor's own dx / dw, else dual numbers.
 #pragma once
 #include <limits>
 #include <type_traits>
@@ -33,7 +33,7 @@ __device__ int64_t winner(const C& comb, const T* c, const T* wr, int64_t K, int
   int64_t win = 0;
   for (int64_t k = 0; k < K; ++k) {
     const T v = comb(c[k * L], wr[k]);
-    const bool take = IsMax ? v > b : v < b;
+    const bool take = (IsMax ? !(v <= b) : !(v >= b)) && b == b;  // the first NaN wins, as in max_pool2d
     b = take ? v : b;
     win = take ? k : win;
   }

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# libFuzzer on every loader (tests/fuzz/): scripts/fuzz.sh [SECONDS_EACH] [asan|release|both]
+# Builds the harnesses with clang (build/fuzz-asan: ASan + UBSan; build/fuzz-release: -O2, no
+# sanitizer), seeds each from make_fuzz_corpus, and runs each harness for SECONDS_EACH (default 30)
+# with a 10 s timeout per input and a 1 GiB RSS limit. Any crash, hang, leak, out-of-memory or
+# sanitizer report fails the run; the inputs that reproduce one are left in build/fuzz-*/findings.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-30}
+mode=${2:-asan}
+scripts/install-deps.sh clang
+jobs=$(nproc)
+harnesses=(safetensors checkpoint idx idx_gz cifar image)
+
+# The seeds come from the regular build's make_fuzz_corpus.
+if [ ! -x build/release/make_fuzz_corpus ]; then
+  cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build build/release -j "$jobs" --target make_fuzz_corpus
+fi
+rm -rf build/fuzz-seeds
+build/release/make_fuzz_corpus build/fuzz-seeds
+
+modes=("$mode")
+[ "$mode" = both ] && modes=(asan release)
+status=0
+for m in "${modes[@]}"; do
+  dir=build/fuzz-$m
+  san=OFF
+  [ "$m" = asan ] && san=ON
+  echo "== fuzz build ($m)"
+  cmake -S . -B "$dir" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMINIGRAD_FUZZ=ON \
+    -DMINIGRAD_SANITIZE=$san -DMINIGRAD_CUDA=OFF -DMINIGRAD_NATIVE=OFF -DMINIGRAD_BUILD_TESTS=OFF \
+    -DMINIGRAD_BUILD_EXAMPLES=OFF -DMINIGRAD_BUILD_BENCH=OFF >/dev/null
+  cmake --build "$dir" -j "$jobs" --target $(printf 'fuzz_%s ' "${harnesses[@]}")
+  mkdir -p "$dir/findings"
+  for h in "${harnesses[@]}"; do
+    corpus=$dir/corpus/$h
+    mkdir -p "$corpus"
+    log=$dir/fuzz_$h.log
+    set +e
+    ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      "$dir/fuzz_$h" -max_total_time="$secs" -timeout=10 -rss_limit_mb=1024 -malloc_limit_mb=1024 \
+      -artifact_prefix="$dir/findings/$h-" -print_final_stats=1 "$corpus" "build/fuzz-seeds/$h" >"$log" 2>&1
+    rc=$?
+    set -e
+    runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
+    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)
+    if [ $rc -eq 0 ]; then
+      echo "fuzz_$h ($m): ${secs} s, $runs inputs, $cov, no findings"
+    else
+      echo "fuzz_$h ($m): FAILED (exit $rc); see $log and $dir/findings"
+      tail -40 "$log"
+      status=1
+    fi
+  done
+done
+exit $status

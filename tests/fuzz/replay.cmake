@@ -1,0 +1,12 @@
+# ctest: runs a replay harness (BIN) on every seed in DIR; a seed must load without an error.
+file(GLOB seeds "${DIR}/*")
+list(LENGTH seeds n)
+if(n EQUAL 0)
+  message(FATAL_ERROR "no seeds in ${DIR}")
+endif()
+set(ENV{MINIGRAD_FUZZ_EXPECT_OK} 1)
+execute_process(COMMAND ${BIN} ${seeds} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "${BIN} failed (${rc}) on the seeds in ${DIR}:\n${out}\n${err}")
+endif()
+message(STATUS "${out}")
