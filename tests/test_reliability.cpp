@@ -117,7 +117,7 @@ TEST_CASE("load_image: formats other than PNG, JPEG and BMP, huge headers and ba
   CHECK_ERROR(io::load_image(d / "a.tga"), "load_image", "cannot decode");
   // A BMP header declaring 60000 x 60000 pixels, refused from the header.
   std::string bmp = "BM" + le(70, 4) + le(0, 4) + le(54, 4) + le(40, 4) + le(60000, 4) + le(60000, 4) + le(1, 2) +
-                    le(24, 2) + le(0, 4) + le(16, 4) + le(0, 16);
+                    le(24, 2) + le(0, 4) + le(16, 4) + std::string(16, '\0');
   write_bytes(d / "big.bmp", bmp + std::string(16, '\0'));
   reset_peak_memory_stats();
   const int64_t before = memory_stats().current_bytes;
