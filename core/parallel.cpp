@@ -278,9 +278,8 @@ std::atomic<bool> g_deterministic{false};
 }
 void use_deterministic_algorithms(bool on) { g_deterministic = on; }
 bool are_deterministic_algorithms_enabled() { return g_deterministic.load(std::memory_order_relaxed); }
-long sum_pieces(long cap) {
-  const long nt = get_num_threads();
-  const long want = are_deterministic_algorithms_enabled() ? kDeterministicPieces : nt > 1 ? 2 * nt : 1;
+long sum_pieces(int threads, long cap) {
+  const long want = are_deterministic_algorithms_enabled() ? kDeterministicPieces : threads > 1 ? 2L * threads : 1;
   return std::max(1L, std::min(cap, want));
 }
 

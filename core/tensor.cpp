@@ -11,17 +11,20 @@
 
 namespace minigrad {
 
-int64_t numel_of(const Shape& s) {
-  int64_t n = 1;
-  bool zero = false;
-  for (int64_t d : s) {
-    MG_CHECK(d >= 0, "shape ", s, " has a negative dimension");
-    zero = zero || d == 0;
-  }
-  if (zero) return 0;
+bool checked_numel(const Shape& s, uint64_t* n) {
+  *n = 1;
   for (int64_t d : s)
-    if (__builtin_mul_overflow(n, d, &n)) MG_FAIL("shape ", s, " has more than 2^63 - 1 elements");
-  return n;
+    if (d == 0) return *n = 0, true;
+  for (int64_t d : s)
+    if (__builtin_mul_overflow(*n, uint64_t(d), n)) return false;
+  return true;
+}
+
+int64_t numel_of(const Shape& s) {
+  for (int64_t d : s) MG_CHECK(d >= 0, "shape ", s, " has a negative dimension");
+  uint64_t n = 0;
+  if (!checked_numel(s, &n) || n > uint64_t(INT64_MAX)) MG_FAIL("shape ", s, " has more than 2^63 - 1 elements");
+  return int64_t(n);
 }
 
 Shape contiguous_strides(const Shape& s) {

@@ -21,7 +21,11 @@ namespace minigrad {
 using Shape = std::vector<int64_t>;
 using detail::operator<<;  // prints a Shape as [2, 3]
 
+// The element count; an error naming the shape for a negative dimension or more than 2^63 - 1.
 int64_t numel_of(const Shape& s);
+// The element count of s (dimensions >= 0; any 0 gives 0) into *n, false when it exceeds 2^64 - 1:
+// for callers that word the overflow themselves (the loaders, for a file's declared shape).
+bool checked_numel(const Shape& s, uint64_t* n);
 Shape contiguous_strides(const Shape& s);
 
 // A block of memory on one device. The version counter is shared by every view of it and is

@@ -23,9 +23,9 @@ int get_num_threads();
 void use_deterministic_algorithms(bool on);
 bool are_deterministic_algorithms_enabled();
 inline constexpr int kDeterministicPieces = 8;
-// How many pieces a parallel sum is cut into: 2 x the thread count by default (1 with one thread),
-// kDeterministicPieces in deterministic mode; at most `cap`.
-long sum_pieces(long cap);
+// How many pieces a sum over `threads` threads is cut into: 2 x threads (1 for one thread), or
+// kDeterministicPieces in deterministic mode whatever the threads; at most `cap`, at least 1.
+long sum_pieces(int threads, long cap);
 
 // The kernel set OpenBLAS runs (e.g. "Haswell", "SkylakeX"). Where OpenBLAS chose kernels for a
 // lower vector level than the CPU has (a CPU model newer than it knows), minigrad has it choose

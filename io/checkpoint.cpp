@@ -194,10 +194,9 @@ uLong crc_update(uLong crc, const void* p, size_t n) {
 
 // Temporary files of saves to `target` are ".<name>.tmp.<pid>.<n>"; those whose process is gone
 // are left from a crash and are removed.
-void remove_dead_writers_temps(const std::filesystem::path& target) {
+void remove_dead_writers_temps(const std::filesystem::path& dir, const std::string& filename) {
   namespace fs = std::filesystem;
-  const fs::path dir = target.parent_path().empty() ? fs::path(".") : target.parent_path();
-  const std::string prefix = "." + target.filename().string() + ".tmp.";
+  const std::string prefix = "." + filename + ".tmp.";
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
@@ -251,7 +250,8 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
 
   namespace fs = std::filesystem;
   fs::path target(path);
-  remove_dead_writers_temps(target);
+  const fs::path dir = target.parent_path().empty() ? fs::path(".") : target.parent_path();
+  remove_dead_writers_temps(dir, target.filename().string());
   static std::atomic<uint64_t> counter{0};
   const std::string tmp = (target.parent_path() / ("." + target.filename().string() + ".tmp." +
                                                    std::to_string(getpid()) + "." + std::to_string(++counter)))
@@ -287,7 +287,6 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
     MG_FAIL("save_safetensors: cannot rename ", tmp, " to ", path, ": ", std::strerror(e));
   }
   // The rename is durable once the directory is on disk too.
-  const std::string dir = target.parent_path().empty() ? "." : target.parent_path().string();
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   MG_CHECK(dfd >= 0, "save_safetensors: wrote ", path, " but cannot open its directory to sync it: ", std::strerror(errno));
   const bool synced = ::fsync(dfd) == 0 || errno == EINVAL;  // EINVAL: a file system without directory sync
@@ -360,12 +359,8 @@ SafetensorsFile load_safetensors(const std::string& path) {
              "load_safetensors: ", path, ": tensor \"", name, "\" has invalid data_offsets");
     const uint64_t b = uint64_t(of.arr[0].num), e = uint64_t(of.arr[1].num);
     // The bytes the shape needs, without overflow: no more than the span can hold.
-    uint64_t need = element_size(t);
-    bool zero = false;
-    for (int64_t d : shape) zero = zero || d == 0;
-    bool fits = true;
-    for (int64_t d : shape) fits = fits && (zero || !__builtin_mul_overflow(need, uint64_t(d), &need));
-    if (zero) need = 0;
+    uint64_t need = 0;
+    const bool fits = checked_numel(shape, &need) && !__builtin_mul_overflow(need, uint64_t(element_size(t)), &need);
     MG_CHECK(fits && e - b == need, "load_safetensors: ", path, ": tensor \"", name, "\" of shape ", shape, " (", dt.str,
              ") needs ", fits ? std::to_string(need) : std::string("more than 2^64"), " bytes but its data_offsets span ",
              e - b);

@@ -53,6 +53,21 @@ class GzFile {
     return got;
   }
   bool compressed() { return gzdirect(f_) == 0; }
+  // The rest of the data, but at most max + 1 bytes (more than max tells there is more), read in
+  // pieces: the buffer grows with what the stream holds, never to a size a header only claims.
+  std::vector<uint8_t> read_rest(uint64_t max) {
+    std::vector<uint8_t> out;
+    uint64_t n = 0;
+    while (n <= max) {
+      const uint64_t step = std::min<uint64_t>(max + 1 - n, uint64_t(1) << 20);
+      out.resize(size_t(n + step));
+      const size_t r = read(out.data() + n, size_t(step));
+      n += r;
+      if (r < step) break;
+    }
+    out.resize(size_t(n));
+    return out;
+  }
 
  private:
   std::string path_;
@@ -64,18 +79,11 @@ class GzFile {
 // load_limits().max_decompressed_bytes.
 std::vector<uint8_t> read_all(const std::string& path, const char* op) {
   GzFile f(path, op);
+  const bool gz = f.compressed();
   const int64_t cap = g_max_decompressed.load();
-  std::vector<uint8_t> out;
-  size_t n = 0;
-  while (true) {
-    out.resize(n + (size_t(1) << 20));
-    const size_t r = f.read(out.data() + n, size_t(1) << 20);
-    n += r;
-    MG_CHECK(!f.compressed() || int64_t(n) <= cap, op, ": ", path, " inflates to more than ", cap,
-             " bytes (io::LoadLimits::max_decompressed_bytes)");
-    if (r < (size_t(1) << 20)) break;
-  }
-  out.resize(n);
+  std::vector<uint8_t> out = f.read_rest(gz ? uint64_t(cap) : UINT64_MAX - 1);
+  MG_CHECK(!gz || int64_t(out.size()) <= cap, op, ": ", path, " inflates to more than ", cap,
+           " bytes (io::LoadLimits::max_decompressed_bytes)");
   return out;
 }
 
@@ -96,13 +104,8 @@ Tensor read_idx_tensor(const std::string& path) {
     const uint8_t* p = &h[4 + 4 * i];
     shape.push_back((int64_t(p[0]) << 24) | (int64_t(p[1]) << 16) | (int64_t(p[2]) << 8) | int64_t(p[3]));
   }
-  uint64_t total = 1;
-  bool zero = false;
-  for (int64_t d : shape) zero = zero || d == 0;
-  for (int64_t d : shape)
-    if (!zero && __builtin_mul_overflow(total, uint64_t(d), &total))
-      MG_FAIL("read_idx: ", path, " declares shape ", shape, ", more than 2^64 bytes");
-  if (zero) total = 0;
+  uint64_t total = 0;
+  MG_CHECK(checked_numel(shape, &total), "read_idx: ", path, " declares shape ", shape, ", more than 2^64 bytes");
   const uint64_t off = 4 + 4 * nd;
   const bool gz = f.compressed();
   if (!gz) {
@@ -118,26 +121,19 @@ Tensor read_idx_tensor(const std::string& path) {
     MG_FAIL("read_idx: ", path, " is ", have < total ? "truncated" : "corrupt", ": its header says ", shape, " (",
             total, " bytes of data) but it holds ", have < total ? "" : "more than ", have);
   };
-  std::vector<uint8_t> buf;
   Tensor t;
-  if (!gz) {
+  if (!gz) {  // its size is checked: straight into the tensor
     t = empty(shape, kUInt8);
     const size_t r = f.read(t.raw_data(), size_t(total));
     if (r != total) mismatch(r);
-  } else {  // grows with what the stream holds
-    uint64_t n = 0;
-    while (n < total) {
-      const uint64_t step = std::min<uint64_t>(total - n, uint64_t(16) << 20);
-      buf.resize(size_t(n + step));
-      const size_t r = f.read(buf.data() + n, size_t(step));
-      n += r;
-      if (r < step) mismatch(n);
-    }
+    uint8_t extra;
+    if (f.read(&extra, 1) != 0) mismatch(total + 1);
+  } else {
+    const std::vector<uint8_t> b = f.read_rest(total);
+    if (b.size() != total) mismatch(b.size());
     t = empty(shape, kUInt8);
-    if (total) std::memcpy(t.raw_data(), buf.data(), size_t(total));
+    if (total) std::memcpy(t.raw_data(), b.data(), size_t(total));
   }
-  uint8_t extra;
-  if (f.read(&extra, 1) != 0) mismatch(total + 1);
   return t;
 }
 

@@ -381,8 +381,8 @@ void fused_backward_sum(const C& comb, const T* cols, const T* w, const T* gy, T
   OcTasks t{};
   const int64_t span = oc_span<T>(isa, true), blocks = std::max<int64_t>(1, (p.L + span - 1) / span);
   // (deterministic mode: a fixed number of chunks, so dW's sums do not depend on the threads)
-  const int64_t want = sum_pieces(1L << 30);
-  t.qchunks = std::min<int64_t>(blocks, std::max<int64_t>(1, (want + p.G - 1) / p.G));
+  const int64_t want = sum_pieces(get_num_threads(), long(blocks * p.G));
+  t.qchunks = std::min<int64_t>(blocks, (want + p.G - 1) / p.G);
   t.ochunks = 1;
   t.per_group = t.qchunks;
   const int64_t tasks = p.G * t.qchunks;
@@ -468,7 +468,7 @@ void generic_backward_image(const C& comb, const R& red, const T* cols, const T*
   if (dcols)
     for (int64_t i = 0; i < rows * L; ++i) dcols[i] = T(0);
   const bool par = p.Cout * K * L >= kParallelGrain;
-  const int64_t blocks = par || are_deterministic_algorithms_enabled() ? std::min<int64_t>(chunks, sum_pieces(chunks)) : 1;
+  const int64_t blocks = par || are_deterministic_algorithms_enabled() ? sum_pieces(get_num_threads(), long(chunks)) : 1;
   std::vector<T> dw_blocks(dw ? size_t(blocks * p.Cout * K) : 0, T(0));
   parallel_chunks(blocks, [&](int64_t blk, int) {
     T* dw_local = dw ? dw_blocks.data() + blk * p.Cout * K : nullptr;
