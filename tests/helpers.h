@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -16,11 +17,28 @@
 namespace mgtest {
 using namespace minigrad;
 
-// Every device this build can run on: the CPU, plus CUDA when its backend is present.
+// The devices the test bodies run on: the CPU, plus CUDA when its backend and a GPU are present.
+// MINIGRAD_TEST_DEVICES=cuda (or cpu, or cpu,cuda) narrows them; the op table's CPU reference runs
+// are made either way.
 inline std::vector<Device> devices() {
-  std::vector<Device> d{Device::cpu()};
-  if (device_available(Device::cuda())) d.push_back(Device::cuda());
+  std::vector<Device> all{Device::cpu()};
+  if (device_available(Device::cuda())) all.push_back(Device::cuda());
+  const char* env = std::getenv("MINIGRAD_TEST_DEVICES");
+  if (!env || !*env) return all;
+  const std::string want = std::string(",") + env + ",";
+  std::vector<Device> d;
+  for (Device dev : all)
+    if (want.find(dev.is_cpu() ? ",cpu," : ",cuda,") != std::string::npos) d.push_back(dev);
   return d;
+}
+
+// Runs body(dev) once on every device of devices(), with the device in any failure's message.
+template <class F>
+void for_each_device(F&& body) {
+  for (Device dev : devices()) {
+    CAPTURE(dev);
+    body(dev);
+  }
 }
 
 // Runs body once at every CPU ISA level this CPU has (generic, avx2, avx512: the per-level kernels

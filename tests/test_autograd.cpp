@@ -5,7 +5,7 @@
 using namespace mgtest;
 
 TEST_CASE("gradients accumulate across two backward calls") {
-  for (Device dev : devices()) {
+  for_each_device([&](Device dev) {
     Tensor x = from_vector<double>({1, 2, 3}).to(dev).requires_grad_();
     sum(mul(x, x)).backward();
     check_close(vals(x.grad()), {2, 4, 6});
@@ -13,11 +13,11 @@ TEST_CASE("gradients accumulate across two backward calls") {
     check_close(vals(x.grad()), {5, 7, 9});
     x.zero_grad();
     CHECK_FALSE(x.grad().defined());
-  }
+  });
 }
 
 TEST_CASE("diamond graph: a tensor used twice receives both contributions") {
-  for (Device dev : devices()) {
+  for_each_device([&](Device dev) {
     Tensor x = from_vector<double>({0.5, -1.0}).to(dev).requires_grad_();
     Tensor a = exp(x);
     Tensor y = sum(add(mul(a, 2.0), mul(a, a)));  // 2e^x + e^2x
@@ -27,7 +27,7 @@ TEST_CASE("diamond graph: a tensor used twice receives both contributions") {
     check_close(vals(x.grad()), want);
     CHECK_GRAD([](const std::vector<Tensor>& in) { Tensor e = exp(in[0]); return mul(e, add(e, 1.0)); },
                leaf({3}, dev));
-  }
+  });
 }
 
 TEST_CASE("NoGradGuard records nothing, and nodes exist only when an input needs grad") {

@@ -86,20 +86,18 @@ struct GradForScalar : autograd::Function<GradForScalar> {
 }  // namespace
 
 TEST_CASE("Function<T>: a deliberately clipped backward is the one used") {
-  for (Device dev : devices()) {
-    CAPTURE(dev);
+  for_each_device([&](Device dev) {
     Tensor x = from_vector<double>({0.1, -0.2, 3.0, -4.0}).to(dev).requires_grad_();
     Tensor y = ClippedSquare::apply(x);
     CHECK(y.grad_fn()->name() == "ClippedSquare");
     check_close(vals(y), {0.01, 0.04, 9.0, 16.0});
     sum(y).backward();
     check_close(vals(x.grad()), {0.2, -0.4, 1.0, -1.0});  // the true derivative would be 6 and -8
-  }
+  });
 }
 
 TEST_CASE("Function<T>: several inputs, a non-tensor argument, needs_input_grad, gradcheck") {
-  for (Device dev : devices()) {
-    CAPTURE(dev);
+  for_each_device([&](Device dev) {
     Tensor a = leaf({3, 4}, dev), b = leaf({3, 4}, dev);
     check_close(vals(ScaledMul::apply(a, b, 2.5)), vals(mul(mul(a.detach(), b.detach()), 2.5)), 1e-12);
     CHECK_GRAD([](const std::vector<Tensor>& in) { return ScaledMul::apply(in[0], in[1], 2.5); }, a, b);
@@ -113,12 +111,11 @@ TEST_CASE("Function<T>: several inputs, a non-tensor argument, needs_input_grad,
       NoGradGuard ng;
       CHECK(ScaledMul::apply(a, b, 1.0).grad_fn() == nullptr);
     }
-  }
+  });
 }
 
 TEST_CASE("Function<T>: several outputs, an integer output, an output that is the input") {
-  for (Device dev : devices()) {
-    CAPTURE(dev);
+  for_each_device([&](Device dev) {
     Tensor x = leaf({5}, dev);
     variable_list outs = Multi::apply(x);
     REQUIRE(outs.size() == 3);
@@ -138,7 +135,7 @@ TEST_CASE("Function<T>: several outputs, an integer output, an output that is th
     CHECK(id.storage() == x.storage());
     sum(mul(id, 3.0)).backward();
     check_close(vals(x.grad()), std::vector<double>(5, 3.0));
-  }
+  });
 }
 
 TEST_CASE("Function<T>: what backward returns is checked, and the op is named") {

@@ -123,8 +123,7 @@ TEST_CASE("SGD with momentum, nesterov and weight decay follows the PyTorch upda
     check_close(vals(p), {pv[0], pv[1]}, 1e-12);
   }
   // dampening, no momentum buffer without momentum, float32, and every device
-  for (Device dev : devices()) {
-    CAPTURE(dev);
+  for_each_device([&](Device dev) {
     for (double momentum : {0.0, 0.5}) {
       Tensor p = from_vector<float>({0.5f, -1.5f, 2.0f}).to(dev).requires_grad_();
       optim::SGD opt({p}, {.lr = 0.2, .momentum = momentum, .dampening = momentum > 0 ? 0.25 : 0.0});
@@ -142,7 +141,7 @@ TEST_CASE("SGD with momentum, nesterov and weight decay follows the PyTorch upda
       check_close(vals(p), {pv[0], pv[1], pv[2]}, 1e-5);
       CHECK((opt.state_dict().size() == 1) == (momentum == 0));  // only "lr" without momentum
     }
-  }
+  });
   // a strided parameter (a transposed leaf) is updated in place like any other
   Tensor pt = from_vector<double>({1, 2, 3, 4, 5, 6}).view({2, 3}).t().detach().requires_grad_();
   CHECK_FALSE(pt.is_contiguous());

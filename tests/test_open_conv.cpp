@@ -70,13 +70,12 @@ using Run = std::function<Tensor(const Tensor&, const Tensor&, const Tensor&, co
 // against autograd through the broadcast reference, and finite differences.
 void check_case(const char* name, const Run& run, const TensorCombine& ops, const TensorReduce& red,
                 OpenConv2dOptions base = {}, const std::vector<Cfg>& cases = kCases) {
-  for (Device dev : devices())
+  for_each_device([&](Device dev) {
   for (size_t ci = 0; ci < cases.size(); ++ci) {
     const Cfg& c = cases[ci];
     const std::string label = name;
     CAPTURE(label);
     CAPTURE(ci);
-    CAPTURE(dev);
     Tensor x = leaf({c.N, c.C, c.H, c.W}, dev), w = leaf({c.Cout, c.C / c.groups, c.k, c.k}, dev),
            b = leaf({c.Cout}, dev);
     OpenConv2dOptions o = base;
@@ -95,6 +94,7 @@ void check_case(const char* name, const Run& run, const TensorCombine& ops, cons
     x.zero_grad(), w.zero_grad(), b.zero_grad();
     CHECK_GRAD([&](const std::vector<Tensor>& in) { return run(in[0], in[1], in[2], o); }, x, w, b);
   }
+  });
 }
 
 template <class Comb>

@@ -7,8 +7,7 @@
 using namespace mgtest;
 
 TEST_CASE("factories fill and report their metadata") {
-  for (Device dev : devices()) {
-    CAPTURE(dev);
+  for_each_device([&](Device dev) {
     Tensor z = zeros({2, 3}, device(dev)), o = ones({2, 3}, kFloat64), f = full({4}, 2.5, device(dev));
     CHECK(z.sizes() == Shape{2, 3});
     CHECK(z.strides() == Shape{3, 1});
@@ -25,7 +24,7 @@ TEST_CASE("factories fill and report their metadata") {
     CHECK(scalar_tensor(7).item() == 7);
     check_close(vals(from_vector<int64_t>({1, 2, 3, 4}, {2, 2})), {1, 2, 3, 4});
     CHECK(zeros({2}, requires_grad()).requires_grad());
-  }
+  });
   CHECK_ERROR(arange(0, 5, -1), "arange", "step");
   CHECK_ERROR(from_vector<float>({1, 2, 3}, {2, 2}), "from_vector", "[2, 2]");
   CHECK_ERROR(empty({2, -1}), "empty", "negative");
@@ -57,8 +56,7 @@ TEST_CASE("random factories are seedable and have the right distributions") {
 }
 
 TEST_CASE("views share storage and follow PyTorch's semantics") {
-  for (Device dev : devices()) {
-    CAPTURE(dev);
+  for_each_device([&](Device dev) {
     Tensor x = arange(24, device(dev)).view({2, 3, 4});
     CHECK(x.is_contiguous());
 
@@ -102,7 +100,7 @@ TEST_CASE("views share storage and follow PyTorch's semantics") {
     // reshape of a permuted tensor must copy; view must refuse
     CHECK(p.reshape({-1}).storage() != x.storage());
     CHECK_ERROR(p.view({-1}), "view", "reshape");
-  }
+  });
 }
 
 TEST_CASE("view bad inputs give clear errors") {
@@ -250,36 +248,4 @@ TEST_CASE("set_num_threads validates and applies") {
   CHECK(get_num_threads() == 1);
   set_num_threads(n);
   CHECK_ERROR(set_num_threads(0), "set_num_threads");
-}
-
-TEST_CASE("view ops, clone and dtype casts are differentiable") {
-  using Fn = std::function<Tensor(const Tensor&)>;
-  const std::vector<std::pair<const char*, Fn>> cases = {
-      {"view", [](const Tensor& x) { return x.view({4, 6}); }},
-      {"reshape", [](const Tensor& x) { return x.permute({2, 0, 1}).reshape({-1}); }},
-      {"permute", [](const Tensor& x) { return x.permute({1, 2, 0}); }},
-      {"transpose", [](const Tensor& x) { return x.transpose(0, 2); }},
-      {"narrow", [](const Tensor& x) { return x.narrow(1, 1, 2); }},
-      {"slice", [](const Tensor& x) { return x.slice(2, 1, 4, 2); }},
-      {"select", [](const Tensor& x) { return x.select(1, 2); }},
-      {"index", [](const Tensor& x) { return x[1]; }},
-      {"expand", [](const Tensor& x) { return x.narrow(2, 0, 1).expand({5, 2, 3, 4}); }},
-      {"squeeze", [](const Tensor& x) { return x.narrow(1, 0, 1).squeeze(1); }},
-      {"unsqueeze", [](const Tensor& x) { return x.unsqueeze(0).unsqueeze(-1); }},
-      {"flatten", [](const Tensor& x) { return x.flatten(0, 1); }},
-      {"contiguous", [](const Tensor& x) { return x.t().contiguous(); }},
-      {"clone", [](const Tensor& x) { return x.clone(); }},
-      {"to", [](const Tensor& x) { return mul(x.to(kFloat32), 2.0).to(kFloat64); }},
-  };
-  for (Device dev : devices())
-    for (const auto& [name, fn] : cases) {
-      CAPTURE(dev);
-      CAPTURE(name);
-      Tensor x = leaf({2, 3, 4}, dev);
-      if (std::string(name) == "contiguous") x = leaf({3, 4}, dev);
-      auto r = gradcheck([&](const std::vector<Tensor>& in) { return fn(in[0]); }, {x},
-                         GradcheckOptions{.eps = std::string(name) == "to" ? 1e-3 : 1e-6,
-                                          .atol = std::string(name) == "to" ? 1e-3 : 1e-5});
-      CHECK_MESSAGE(r.ok, r.message);
-    }
 }
