@@ -29,6 +29,7 @@ struct TrainConfig {
   double weight_decay = 0.0;
   std::string data, out;
   bool resume = false;
+  bool deterministic = false;  // use_deterministic_algorithms: the same bits at any --threads
   uint64_t seed = 1;
   Device device = Device::cpu();  // --device cpu|cuda|cuda:N
 };
@@ -53,13 +54,13 @@ inline TrainConfig parse_args(int argc, char** argv, TrainConfig c,
     std::string k = argv[i];
     if (k == "--help" || k == "-h") {
       std::cout << "usage: " << c.name << " [--epochs N] [--batch-size B] [--lr LR] [--optimizer adam|sgd] "
-                << "[--weight-decay WD] [--data DIR] [--out DIR] [--resume] [--threads T] [--seed S] [--max-steps N] "
+                << "[--weight-decay WD] [--data DIR] [--out DIR] [--resume] [--threads T] [--deterministic] [--seed S] [--max-steps N] "
                 << "[--device cpu|cuda|cuda:N]"
                 << extra_help << "\n";
       std::exit(0);
     }
-    if (k == "--resume") {
-      c.resume = true;
+    if (k == "--resume" || k == "--deterministic") {
+      (k == "--resume" ? c.resume : c.deterministic) = true;
       continue;
     }
     MG_CHECK(i + 1 < argc, c.name, ": ", k, " needs a value (see --help)");
@@ -127,6 +128,7 @@ inline double evaluate(nn::Module& model, const io::TensorDataset& ds, const io:
 inline double train(const TrainConfig& c, nn::Module& model, const io::TensorDataset& train_set,
                     const io::TensorDataset& test_set, std::vector<io::Transform> train_tf, io::Transform eval_tf) {
   if (c.threads > 0) set_num_threads(int(c.threads));
+  use_deterministic_algorithms(c.deterministic);
   std::filesystem::create_directories(c.out);
   const std::string ckpt = c.out + "/checkpoint.safetensors", plot = c.out + "/learning_curve.png";
   model.to(c.device);

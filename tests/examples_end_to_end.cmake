@@ -28,6 +28,16 @@ foreach(f checkpoint.safetensors learning_curve.png)
 endforeach()
 run_expect(fashion_resume "resumed from ${D}/run/checkpoint.safetensors after epoch 2" ${BIN}/fashion_mnist
            --data ${D}/mnist --out ${D}/run --epochs 3 --max-steps 4 --batch-size 16 --resume)
+# --deterministic: the same checkpoint, bit for bit, at 1 and at 3 threads
+foreach(t 1 3)
+  run_expect(fashion_det${t} "summary: fashion_mnist, 1 epochs" ${BIN}/fashion_mnist --data ${D}/mnist
+             --out ${D}/det${t} --epochs 1 --max-steps 5 --batch-size 16 --threads ${t} --deterministic)
+endforeach()
+execute_process(COMMAND ${CMAKE_COMMAND} -E compare_files ${D}/det1/checkpoint.safetensors
+                ${D}/det3/checkpoint.safetensors RESULT_VARIABLE differ)
+if(NOT differ EQUAL 0)
+  message(FATAL_ERROR "fashion_mnist --deterministic wrote different checkpoints at 1 and 3 threads")
+endif()
 run_expect(predict "checkpoint from epoch 3" ${BIN}/predict ${D}/run/checkpoint.safetensors ${D}/item.png)
 run_expect(cifar10 "summary: cifar10, 1 epochs" ${BIN}/cifar10 --data ${D}/cifar --out ${D}/cifar-run --epochs 1
            --max-steps 3 --batch-size 8)
