@@ -46,13 +46,22 @@ Tensor arange(double start, double end, double step, TensorOptions opts) {
   return host_fill({n}, opts, [&](int64_t i) { return start + double(i) * step; });
 }
 
-Tensor rand(const Shape& shape, TensorOptions opts, Generator* gen) {
-  MG_CHECK(is_floating(opts.dtype_), "rand: expected a floating dtype, got ", opts.dtype_);
+namespace {
+// Fills `shape` with draw(engine) per element from gen (or the default generator), holding the
+// generator's lock throughout: one contiguous stretch of its stream per call.
+template <class F>
+Tensor fill_drawn(const Shape& shape, TensorOptions opts, Generator* gen, F&& draw) {
   Generator& g = gen ? *gen : default_generator();
   std::lock_guard<std::mutex> lock(g.mutex());
   auto& eng = g.engine();
+  return host_fill(shape, opts, [&](int64_t) { return draw(eng); });
+}
+}  // namespace
+
+Tensor rand(const Shape& shape, TensorOptions opts, Generator* gen) {
+  MG_CHECK(is_floating(opts.dtype_), "rand: expected a floating dtype, got ", opts.dtype_);
   std::uniform_real_distribution<double> d(0.0, 1.0);
-  return host_fill(shape, opts, [&](int64_t) {
+  return fill_drawn(shape, opts, gen, [&](std::mt19937_64& eng) {
     double v = d(eng);
     return opts.dtype_ == kFloat32 && float(v) >= 1.0f ? std::nextafter(1.0f, 0.0f) : v;
   });
@@ -60,22 +69,16 @@ Tensor rand(const Shape& shape, TensorOptions opts, Generator* gen) {
 
 Tensor randn(const Shape& shape, TensorOptions opts, Generator* gen) {
   MG_CHECK(is_floating(opts.dtype_), "randn: expected a floating dtype, got ", opts.dtype_);
-  Generator& g = gen ? *gen : default_generator();
-  std::lock_guard<std::mutex> lock(g.mutex());
-  auto& eng = g.engine();
   std::normal_distribution<double> d(0.0, 1.0);
-  return host_fill(shape, opts, [&](int64_t) { return d(eng); });
+  return fill_drawn(shape, opts, gen, [&](std::mt19937_64& eng) { return d(eng); });
 }
 
 Tensor randint(int64_t low, int64_t high, const Shape& shape, TensorOptions opts, Generator* gen) {
   MG_CHECK(low < high, "randint: expected low < high, got [", low, ", ", high, ")");
   MG_CHECK(opts.dtype_ != kUInt8 || (low >= 0 && high <= 256), "randint: [", low, ", ", high,
            ") does not fit uint8's 0..255");
-  Generator& g = gen ? *gen : default_generator();
-  std::lock_guard<std::mutex> lock(g.mutex());
-  auto& eng = g.engine();
   std::uniform_int_distribution<int64_t> d(low, high - 1);
-  return host_fill(shape, opts, [&](int64_t) { return d(eng); });
+  return fill_drawn(shape, opts, gen, [&](std::mt19937_64& eng) { return d(eng); });
 }
 
 template <class T>
