@@ -47,15 +47,23 @@ void check_jpeg_tables(const std::vector<uint8_t>& b, const std::string& path) {
     if (i + 4 > b.size()) return;  // stb reports the truncation itself
     const size_t len = size_t(b[i + 2]) << 8 | b[i + 3];
     if (len < 2) bad("a segment shorter than its length field");
-    const size_t seg = i + 4, end = std::min(b.size(), i + 2 + len);
     if (m == 0xC4) {
-      size_t j = seg;
-      while (j + 17 <= end) {
+      // Read the tables as stb does: while the declared length lasts, each table's 16 counts and
+      // values in turn, past the segment's end and with zeros past the file's end. A table cut
+      // short still has its counts added (the bytes after it, a marker or the EOI, count too).
+      auto at = [&](size_t p) -> size_t { return p < b.size() ? b[p] : 0; };
+      long left = long(len) - 2;
+      size_t j = i + 4;
+      while (left > 0) {
+        const size_t q = at(j);
+        if ((q >> 4) > 1 || (q & 15) > 3) return;  // stb rejects the table before building it
         size_t n = 0;
-        for (int k = 1; k <= 16; ++k) n += b[j + size_t(k)];
+        for (size_t k = 1; k <= 16; ++k) n += at(j + k);
         if (n > 256) bad("a Huffman table with more than 256 codes");
+        left -= long(17 + n);
         j += 17 + n;
       }
+      if (left != 0) return;  // stb stops here: the lengths disagree
     }
     i += 2 + len;
   }

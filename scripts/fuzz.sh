@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # libFuzzer on every loader (tests/fuzz/): scripts/fuzz.sh [SECONDS_EACH] [asan|release|both]
 # Builds the harnesses with clang (build/fuzz-asan: ASan + UBSan; build/fuzz-release: -O2, no
-# sanitizer), seeds each from make_fuzz_corpus, and runs each harness for SECONDS_EACH (default 30)
-# with a 10 s timeout per input and a 1 GiB RSS limit. Any crash, hang, leak, out-of-memory or
-# sanitizer report fails the run; the inputs that reproduce one are left in build/fuzz-*/findings.
+# sanitizer), seeds each from make_fuzz_corpus, and runs each harness for SECONDS_EACH (default 30),
+# as many at once as there are cores, with a 10 s timeout per input, a 512 MiB RSS limit and no
+# single allocation above 160 MiB (the harnesses cap inflated data at 64 MiB and images at 2^22
+# pixels; a growing buffer may double past the cap once). Any crash, hang, leak, out-of-memory,
+# oversized allocation or sanitizer report fails the run; the inputs that reproduce one are left
+# in build/fuzz-*/findings, the logs in build/fuzz-*/fuzz_*.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-30}
@@ -33,14 +36,24 @@ for m in "${modes[@]}"; do
     -DMINIGRAD_BUILD_EXAMPLES=OFF -DMINIGRAD_BUILD_BENCH=OFF >/dev/null
   cmake --build "$dir" -j "$jobs" --target $(printf 'fuzz_%s ' "${harnesses[@]}")
   mkdir -p "$dir/findings"
-  for h in "${harnesses[@]}"; do
-    corpus=$dir/corpus/$h
+  fuzz_one() {  # harness -> its log; the exit status is libFuzzer's
+    local h=$1 corpus=$dir/corpus/$1
     mkdir -p "$corpus"
+    ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      "$dir/fuzz_$h" -max_total_time="$secs" -timeout=10 -rss_limit_mb=512 -malloc_limit_mb=160 \
+      -artifact_prefix="$dir/findings/$h-" -print_final_stats=1 "$corpus" "build/fuzz-seeds/$h" >"$dir/fuzz_$h.log" 2>&1
+  }
+  pids=()
+  for h in "${harnesses[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do sleep 1; done
+    fuzz_one "$h" &
+    pids+=("$!")
+  done
+  for i in "${!harnesses[@]}"; do
+    h=${harnesses[$i]}
     log=$dir/fuzz_$h.log
     set +e
-    ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-      "$dir/fuzz_$h" -max_total_time="$secs" -timeout=10 -rss_limit_mb=1024 -malloc_limit_mb=1024 \
-      -artifact_prefix="$dir/findings/$h-" -print_final_stats=1 "$corpus" "build/fuzz-seeds/$h" >"$log" 2>&1
+    wait "${pids[$i]}"
     rc=$?
     set -e
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")

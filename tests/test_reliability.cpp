@@ -137,6 +137,15 @@ TEST_CASE("load_image: formats other than PNG, JPEG and BMP, huge headers and ba
   jpg += dht + "\xff\xd9";
   write_bytes(d / "bad.jpg", jpg);
   CHECK_ERROR(io::load_image(d / "bad.jpg"), "load_image", "bad.jpg", "Huffman table");
+  // A DHT segment that declares more bytes than the file has: its second table is cut by the EOI,
+  // whose two bytes stb reads as code counts (255 + 217) and zeros after (found by fuzz_image).
+  std::string cut = "\xff\xd8\xff\xc4";
+  cut += char(0), cut += char(0x40);
+  cut += char(0), cut += char(1), cut += std::string(15, '\0'), cut += char(7);  // one code of length 1
+  cut += char(0);  // the second table's class and id, then the EOI
+  cut += "\xff\xd9";
+  write_bytes(d / "cut.jpg", cut);
+  CHECK_ERROR(io::load_image(d / "cut.jpg"), "load_image", "cut.jpg", "Huffman table");
   // A real image still loads.
   Tensor img = rand({3, 4, 5});
   io::save_png(d / "ok.png", img);
