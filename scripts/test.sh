@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, twice: a Release build, and a build under AddressSanitizer +
-# UndefinedBehaviorSanitizer (any report fails the run). Installs what it needs first.
+# UndefinedBehaviorSanitizer (any report fails the run; CPU code only). Installs what it needs
+# first. In CI (CI=true), or with FUZZ_SECONDS=N, then every loader's libFuzzer harness for N
+# seconds (CI: 30) under ASan + UBSan, built with clang (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -22,7 +24,14 @@ cmake --build build/consumer-pkg -j "$jobs" >/dev/null
 build/consumer-pkg/consumer
 
 echo "== AddressSanitizer + UndefinedBehaviorSanitizer build"
-cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DMINIGRAD_SANITIZE=ON -DMINIGRAD_BUILD_BENCH=OFF >/dev/null
+cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DMINIGRAD_SANITIZE=ON -DMINIGRAD_CUDA=OFF -DMINIGRAD_BUILD_BENCH=OFF >/dev/null
 cmake --build build/asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build/asan --output-on-failure
+
+fuzz=${FUZZ_SECONDS:-}
+[ -z "$fuzz" ] && [ "${CI:-}" = true ] && fuzz=30
+if [ -n "$fuzz" ]; then
+  echo "== libFuzzer, ${fuzz} s a loader"
+  scripts/fuzz.sh "$fuzz" asan
+fi
