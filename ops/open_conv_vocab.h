@@ -120,12 +120,18 @@ template <class T> MG_HOST_DEVICE T min(T a, T b) { return b < a ? b : a; }
 // i < separable_terms. With Reduce::Sum and no patch hook it then runs as a few GEMM
 // convolutions instead of the fused kernel (see docs/open-conv.md). f and g must be templates:
 // their derivatives come from dual numbers.
+// A combine may declare `static constexpr bool no_nan_from_finite = true` when finite x and w never
+// give NaN (they may give an infinity): Max and Min then run with one compare a value instead of
+// two on calls whose columns and weights are all finite (a NaN in them takes the NaN-aware kernels).
+// The built-in combines below all declare it.
 namespace combine {
 struct Mul {  // the ordinary convolution: runs on the GEMM conv
   template <class T> MG_HOST_DEVICE T operator()(T x, T w) const { return x * w; }
+  static constexpr bool no_nan_from_finite = true;
 };
 struct L1 {  // -|x - w|, the exact gradient (sign)
   template <class T> MG_HOST_DEVICE T operator()(T x, T w) const { return -cf::abs(x - w); }
+  static constexpr bool no_nan_from_finite = true;
 };
 // AdderNet (Chen et al. 2020): forward -|x - w|; backward uses the full-precision gradient
 // dW = x - w and the HardTanh-clipped dX = clamp(w - x, -1, 1) instead of the signs.
@@ -133,18 +139,22 @@ struct Adder {
   template <class T> MG_HOST_DEVICE T operator()(T x, T w) const { return -cf::abs(x - w); }
   template <class T> MG_HOST_DEVICE T dx(T x, T w) const { return cf::min(cf::max(w - x, T(-1)), T(1)); }
   template <class T> MG_HOST_DEVICE T dw(T x, T w) const { return x - w; }
+  static constexpr bool no_nan_from_finite = true;
 };
 struct L2 {  // RBF / negative squared distance: -(x - w)^2 = (-x^2)(1) + (2x)(w) + (-1)(w^2)
   template <class T> MG_HOST_DEVICE T operator()(T x, T w) const { return -cf::sq(x - w); }
   static constexpr int separable_terms = 3;
   template <class T> MG_HOST_DEVICE T f(int i, T x) const { return i == 0 ? -x * x : i == 1 ? T(2) * x : T(-1); }
   template <class T> MG_HOST_DEVICE T g(int i, T w) const { return i == 0 ? T(1) : i == 1 ? w : w * w; }
+  static constexpr bool no_nan_from_finite = true;
 };
 struct Add {  // morphological dilation with Reduce::Max (x + w), erosion with Reduce::Min (x - w via Sub)
   template <class T> MG_HOST_DEVICE T operator()(T x, T w) const { return x + w; }
+  static constexpr bool no_nan_from_finite = true;
 };
 struct Sub {
   template <class T> MG_HOST_DEVICE T operator()(T x, T w) const { return x - w; }
+  static constexpr bool no_nan_from_finite = true;
 };
 }  // namespace combine
 

@@ -93,12 +93,31 @@ template <int VB, class T>
   }
 }
 
-// Red: 0 sum, 1 max, 2 min.
+// Red: 0 sum, 1 max, 2 min; 3 max and 4 min where no value can be NaN (every input finite and a
+// combine that declares no_nan_from_finite): one compare a value instead of two.
 template <class R>
 constexpr int oc_red = std::is_same_v<R, reduce::Max> ? 1 : std::is_same_v<R, reduce::Min> ? 2 : 0;
+template <int Red>
+constexpr bool oc_is_max = Red == 1 || Red == 3;
 template <class T, int Red>
 constexpr T oc_identity() {
-  return Red == 0 ? T(0) : Red == 1 ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
+  return Red == 0 ? T(0) : oc_is_max<Red> ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
+}
+template <class C>
+constexpr bool oc_no_nan_from_finite = requires { requires C::no_nan_from_finite; };
+// Whether every value is finite, by its exponent bits (so -ffast-math cannot fold it away); no early
+// exit, so the loop vectorises.
+template <class T>
+bool oc_all_finite(const T* v, int64_t n) {
+  using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  constexpr U e = sizeof(T) == 4 ? U(0x7f800000u) : U(0x7ff0000000000000ull);
+  U bad = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    U b;
+    std::memcpy(&b, v + i, sizeof b);
+    bad |= U((b & e) == e);
+  }
+  return bad == 0;
 }
 
 // out[r, q0 + j] for r < RB, j < NV*W from the group's columns cg (K rows of L) and weights wr
@@ -136,7 +155,11 @@ template <int VB, int RB, int NV, int Red, bool Track, class T, class C>
         } else {
           // A NaN wins and stays (the first one), as in max_pool2d and PyTorch's max: take when
           // the running value is not NaN and val is not <= (>=) it, NaN included.
-          const M take = (Red == 1 ? ~(val <= acc[r][v]) : ~(val >= acc[r][v])) & (acc[r][v] == acc[r][v]);
+          M take;
+          if constexpr (Red <= 2)
+            take = (Red == 1 ? ~(val <= acc[r][v]) : ~(val >= acc[r][v])) & (acc[r][v] == acc[r][v]);
+          else
+            take = Red == 3 ? val > acc[r][v] : val < acc[r][v];
           acc[r][v] = take ? val : acc[r][v];
           if constexpr (Track) wi[r][v] = take ? M{} + ME(k) : wi[r][v];
         }
@@ -167,7 +190,8 @@ inline void oc_fwd_tail(const C& comb, const T* cg, const T* wr, T* out, int32_t
         if constexpr (Red == 0) {
           acc += val;
         } else {
-          const bool take = (Red == 1 ? !(val <= acc) : !(val >= acc)) && acc == acc;  // NaN wins
+          const bool take = Red <= 2 ? (Red == 1 ? !(val <= acc) : !(val >= acc)) && acc == acc  // NaN wins
+                                     : Red == 3 ? val > acc : val < acc;
           acc = take ? val : acc;
           wk = take ? int32_t(k) : wk;
         }
@@ -354,10 +378,11 @@ inline int64_t oc_span(CpuIsa isa, bool backward) {
                                : OcShape<16>::span<T>(backward);
 }
 
-// Forward of one image with a built-in reduction: out (Cout, L); win (Cout, L) with Track.
-template <class T, class C, class R, bool Track = false>
-void fused_forward(const C& comb, const T* cols, const T* w, T* out, int32_t* win, const Plan& p) {
-  constexpr int Red = oc_red<R>;
+// Forward of one image with a built-in reduction: out (Cout, L); win (Cout, L) with Track. Max and
+// Min take their one-compare form when no value can be NaN (the same results, since the NaN checks
+// then never fire): every column and weight finite, and a combine declaring no_nan_from_finite.
+template <class T, class C, int Red, bool Track>
+void fused_forward_red(const C& comb, const T* cols, const T* w, T* out, int32_t* win, const Plan& p) {
   const CpuIsa isa = cpu_isa();
   const OcTasks t = oc_forward_tasks(p, oc_span<T>(isa, false));
   parallel_for(0, p.G * t.per_group, 1, [&](int64_t t0, int64_t t1) {
@@ -367,6 +392,15 @@ void fused_forward(const C& comb, const T* cols, const T* w, T* out, int32_t* wi
 #endif
     oc_fwd_generic<Red, Track>(comb, cols, w, out, win, p, t, t0, t1);
   });
+}
+template <class T, class C, class R, bool Track = false>
+void fused_forward(const C& comb, const T* cols, const T* w, T* out, int32_t* win, const Plan& p) {
+  constexpr int Red = oc_red<R>;
+  if constexpr (Red != 0 && oc_no_nan_from_finite<C>) {
+    if (oc_all_finite(cols, p.G * p.K * p.L) && oc_all_finite(w, p.Cout * p.K))
+      return fused_forward_red<T, C, Red + 2, Track>(comb, cols, w, out, win, p);
+  }
+  fused_forward_red<T, C, Red, Track>(comb, cols, w, out, win, p);
 }
 
 // Sum backward of one image: dw (Cout, K) accumulated, dcols (G*K, L) written, either may be null.
