@@ -1,6 +1,23 @@
 // Images through Debian's stb (stb_image to read, stb_image_write to write PNG). Only the formats
 // minigrad documents are compiled in (PNG, JPEG, BMP): the others' decoders are not reachable from a
-// file, and each file's header is checked before stb decodes it.
+// file, and each file's header is checked before stb decodes it. Every allocation stb makes goes
+// through a cap set per file from its declared size (stb_alloc_cap): a PNG whose IDAT declares more
+// bytes than the file has, or whose deflate stream inflates past the image, makes stb fail
+// ("outofmem") instead of allocating what the file asks for.
+#include <cstddef>
+#include <cstdlib>
+namespace minigrad::io {
+namespace {
+thread_local size_t stb_alloc_cap = 0;  // 0: stb is not decoding a file for load_image
+thread_local bool stb_cap_refused = false;
+bool over_cap(size_t n) { return stb_alloc_cap && n > stb_alloc_cap && (stb_cap_refused = true); }
+void* stb_malloc(size_t n) { return over_cap(n) ? nullptr : std::malloc(n); }
+void* stb_realloc(void* p, size_t n) { return over_cap(n) ? nullptr : std::realloc(p, n); }
+}  // namespace
+}  // namespace minigrad::io
+#define STBI_MALLOC(sz) ::minigrad::io::stb_malloc(sz)
+#define STBI_REALLOC(p, newsz) ::minigrad::io::stb_realloc(p, newsz)
+#define STBI_FREE(p) std::free(p)
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STBI_ONLY_PNG
@@ -69,6 +86,28 @@ void check_jpeg_tables(const std::vector<uint8_t>& b, const std::string& path) {
   }
 }
 
+// stb_image copies a PNG's first IDAT chunk into a buffer it allocates only for data: a first IDAT
+// of length 0 has it memcpy 0 bytes to a null pointer (undefined behaviour; found by fuzz_image).
+// Empty IDAT chunks carry nothing, so they are dropped before stb sees the file. The walk follows
+// the chunk structure as stb does (length, type, data, CRC); a chunk that declares more data than
+// the file has left is an error here (stb would allocate what it declares first).
+void prepare_png(std::vector<uint8_t>& b, const std::string& path) {
+  static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+  if (b.size() < 8 || !std::equal(sig, sig + 8, b.begin())) return;
+  size_t i = 8;
+  while (i + 12 <= b.size()) {
+    const uint64_t len = uint64_t(b[i]) << 24 | uint64_t(b[i + 1]) << 16 | uint64_t(b[i + 2]) << 8 | b[i + 3];
+    if (len == 0 && std::equal(b.begin() + long(i) + 4, b.begin() + long(i) + 8, "IDAT")) {
+      b.erase(b.begin() + long(i), b.begin() + long(i) + 12);
+      continue;
+    }
+    MG_CHECK(len <= b.size() - i - 12, "load_image: ", path, " is a corrupt PNG (chunk ",
+             std::string(b.begin() + long(i) + 4, b.begin() + long(i) + 8), " declares ", len, " bytes, the file has ",
+             b.size() - i - 12, " after it)");
+    i += 12 + size_t(len);
+  }
+}
+
 }  // namespace
 
 Tensor load_image(const std::string& path, int channels) {
@@ -82,7 +121,8 @@ Tensor load_image(const std::string& path, int channels) {
     f.read(reinterpret_cast<char*>(b.data()), std::streamsize(size));
     MG_CHECK(f.good() || size == 0, "load_image: cannot read ", path);
   }
-  const int len = int(size);
+  prepare_png(b, path);
+  const int len = int(b.size());
   if (size >= 2 && b[0] == 0xFF && b[1] == 0xD8) check_jpeg_tables(b, path);  // stbi_info reads DHTs too
   int w = 0, h = 0, c = 0;
   MG_CHECK(stbi_info_from_memory(b.data(), len, &w, &h, &c), "load_image: cannot decode ", path, " (",
@@ -90,8 +130,17 @@ Tensor load_image(const std::string& path, int channels) {
   const int64_t pixels = int64_t(w) * int64_t(h), cap = load_limits().max_image_pixels;
   MG_CHECK(w > 0 && h > 0 && pixels <= cap, "load_image: ", path, " declares ", w, "x", h, " pixels, more than the limit of ",
            cap, " (io::LoadLimits::max_image_pixels)");
+  // No buffer stb needs is larger than the image, padded to JPEG's 16-pixel blocks, at 16 bytes a
+  // pixel (16-bit RGBA PNG rows with their filter bytes, JPEG planes), or than twice the file (a
+  // PNG's gathered IDAT data).
+  struct CapGuard {
+    explicit CapGuard(size_t cap) { stb_alloc_cap = cap, stb_cap_refused = false; }
+    ~CapGuard() { stb_alloc_cap = 0; }
+  } cap_guard(size_t(16 * (int64_t(w) + 16) * (int64_t(h) + 16) + 2 * int64_t(len)) + (size_t(1) << 20));
   std::unique_ptr<unsigned char, void (*)(void*)> px(stbi_load_from_memory(b.data(), len, &w, &h, &c, channels),
                                                      stbi_image_free);
+  MG_CHECK(px || !stb_cap_refused, "load_image: ", path, " needs a larger buffer than a ", w, "x", h,
+           " image can (a deflate stream that inflates past the image, or a corrupt file)");
   MG_CHECK(px, "load_image: cannot decode ", path, " (", stbi_failure_reason(), ")");
   MG_CHECK(int64_t(w) * h <= cap, "load_image: ", path, " decodes to ", w, "x", h, " pixels, more than its header said");
   const int C = channels ? channels : c;

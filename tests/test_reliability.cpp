@@ -149,7 +149,32 @@ TEST_CASE("load_image: formats other than PNG, JPEG and BMP, huge headers and ba
   // A real image still loads.
   Tensor img = rand({3, 4, 5});
   io::save_png(d / "ok.png", img);
-  CHECK(io::load_image(d / "ok.png").sizes() == Shape{3, 4, 5});
+  Tensor ok = io::load_image(d / "ok.png");
+  CHECK(ok.sizes() == Shape{3, 4, 5});
+  // An empty IDAT chunk before the data (legal; stb would memcpy 0 bytes to a null pointer, found by
+  // fuzz_image under UBSan) loads as the same image.
+  std::string png = read_bytes(d / "ok.png");
+  const size_t idat = png.find("IDAT");
+  REQUIRE(idat != std::string::npos);
+  png.insert(idat - 4, std::string("\0\0\0\0IDAT\xae\x42\x60\x82", 12));
+  write_bytes(d / "empty_idat.png", png);
+  CHECK(vals(io::load_image(d / "empty_idat.png")) == vals(ok));
+  // A 103-byte PNG whose IDAT declares 168 MB (stb reallocs what it declares before reading it;
+  // found by fuzz_image), and a 1x1 PNG whose deflate stream inflates to 32 MiB: errors, and stb
+  // never gets more than the image needs.
+  std::string png1 = "\x89PNG\r\n\x1a\n" + std::string("\0\0\0\x0dIHDR", 8) + std::string("\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0", 13) +
+                     std::string(4, '\0');
+  write_bytes(d / "long_idat.png", png1 + std::string("\x0a\x00\xb1\x2dIDAT", 8) + std::string(40, 'x'));
+  CHECK_ERROR(io::load_image(d / "long_idat.png"), "load_image", "long_idat.png", "chunk IDAT declares 167817517 bytes");
+  const std::string zeros(size_t(32) << 20, '\0');
+  std::string z(compressBound(uLong(zeros.size())), '\0');
+  uLongf zlen = uLongf(z.size());
+  REQUIRE(compress2(reinterpret_cast<Bytef*>(z.data()), &zlen, reinterpret_cast<const Bytef*>(zeros.data()), uLong(zeros.size()), 9) == Z_OK);
+  z.resize(zlen);
+  auto be32 = [](size_t v) { return std::string{char(v >> 24), char(v >> 16), char(v >> 8), char(v)}; };
+  write_bytes(d / "bomb.png", png1 + be32(z.size()) + "IDAT" + z + std::string(4, '\0') + std::string("\0\0\0\0IEND", 8) +
+                                  std::string(4, '\0'));
+  CHECK_ERROR(io::load_image(d / "bomb.png"), "load_image", "bomb.png", "larger buffer than a 1x1 image");
 }
 
 TEST_CASE("load_safetensors: the header is checked whole before any tensor is allocated") {
@@ -289,6 +314,15 @@ TEST_CASE("save_safetensors: kill -9 at random moments leaves a complete earlier
   CHECK(io::load_safetensors(path).tensors[0].second.data_ptr<float>()[0] == -1.0f);
 }
 
+namespace {
+// A combine that gives NaN on finite inputs (log of a negative x), so it cannot declare
+// no_nan_from_finite: its Max and Min keep the NaN checks.
+struct LogPlus {
+  template <class T>
+  T operator()(T x, T w) const { return cf::log(x) + w; }
+};
+}  // namespace
+
 TEST_CASE("NaN propagates as in PyTorch: relu, max reductions, max_pool2d and the open conv's Max / Min") {
   for_each_cpu_isa([] {
     for (DType dt : {kFloat32, kFloat64}) {
@@ -329,6 +363,28 @@ TEST_CASE("NaN propagates as in PyTorch: relu, max reductions, max_pool2d and th
       std::vector<double> g = vals(x.grad());
       CHECK(g[size_t(25 + 2 * 5 + 3)] == 18.0);  // 6 windows x 3 channels, each won by the NaN
     }
+    // A NaN made by the combine from finite inputs, over enough positions for the vector blocks.
+    for (DType dt : {kFloat32, kFloat64})
+      for (Reduce red : {Reduce::Max, Reduce::Min}) {
+        CAPTURE(dt);
+        Tensor x = add(rand({1, 2, 9, 40}, dt), 0.5);
+        {
+          NoGradGuard ng;
+          x[0][1][4][20].fill_(-1.0);
+        }
+        Tensor w = randn({3, 2, 3, 3}, dt);
+        Tensor y = open_conv2d(x, w, {}, LogPlus{}, {.reduce = red});
+        REQUIRE(y.sizes() == Shape{1, 3, 7, 38});
+        std::vector<double> yv = vals(y);
+        int64_t wrong = 0;
+        for (int64_t o = 0; o < 3; ++o)
+          for (int64_t i = 0; i < 7; ++i)
+            for (int64_t j = 0; j < 38; ++j) {
+              const bool covers = i >= 2 && i <= 4 && j >= 18 && j <= 20;
+              wrong += std::isnan(yv[size_t((o * 7 + i) * 38 + j)]) != covers;
+            }
+        CHECK(wrong == 0);
+      }
   });
 }
 
