@@ -137,13 +137,16 @@ std::vector<OpCase> unary_cases() {
   return t;
 }
 
+// A two-operand op and its elementwise reference (R: double for values, bool for comparisons).
+template <class R>
+struct Op2 {
+  const char* name;
+  std::function<Tensor(const Tensor&, const Tensor&)> op;
+  std::function<R(double, double)> ref;
+};
+
 std::vector<OpCase> binary_cases() {
-  struct B {
-    const char* name;
-    std::function<Tensor(const Tensor&, const Tensor&)> op;
-    std::function<double(double, double)> ref;
-  };
-  const std::vector<B> ops = {
+  const std::vector<Op2<double>> ops = {
       {"add", [](const Tensor& a, const Tensor& b) { return add(a, b); }, [](double a, double b) { return a + b; }},
       {"add-alpha", [](const Tensor& a, const Tensor& b) { return add(a, b, 2.5); }, [](double a, double b) { return a + 2.5 * b; }},
       {"sub", [](const Tensor& a, const Tensor& b) { return sub(a, b); }, [](double a, double b) { return a - b; }},
@@ -158,7 +161,7 @@ std::vector<OpCase> binary_cases() {
   const std::vector<std::pair<Shape, Shape>> shapes = {
       {{2, 3, 4}, {2, 3, 4}}, {{2, 3, 4}, {3, 1}}, {{4}, {2, 3, 4}}, {{2, 1, 4}, {1, 3, 1}}, {{3, 4}, {}}};
   std::vector<OpCase> t;
-  for (const B& b : ops)
+  for (const Op2<double>& b : ops)
     for (const auto& [sa, sb] : shapes) {
       std::ostringstream name;
       name << b.name << " " << sa << " " << sb;
@@ -180,12 +183,7 @@ std::vector<OpCase> binary_cases() {
 }
 
 std::vector<OpCase> compare_cases() {
-  struct C {
-    const char* name;
-    std::function<Tensor(const Tensor&, const Tensor&)> op;
-    std::function<bool(double, double)> ref;
-  };
-  const std::vector<C> ops = {
+  const std::vector<Op2<bool>> ops = {
       {"eq", [](const Tensor& a, const Tensor& b) { return eq(a, b); }, [](double a, double b) { return a == b; }},
       {"ne", [](const Tensor& a, const Tensor& b) { return ne(a, b); }, [](double a, double b) { return a != b; }},
       {"lt", [](const Tensor& a, const Tensor& b) { return lt(a, b); }, [](double a, double b) { return a < b; }},
@@ -194,7 +192,7 @@ std::vector<OpCase> compare_cases() {
       {"ge", [](const Tensor& a, const Tensor& b) { return a >= b; }, [](double a, double b) { return a >= b; }},
   };
   std::vector<OpCase> t;
-  for (const C& c : ops) {
+  for (const Op2<bool>& c : ops) {
     // ties on purpose, and a broadcast operand; integers, so float32 compares the same
     t.push_back({.family = "compare", .name = c.name,
                  .make = [] { return Ins{from_vector<double>({1, 2, 3, 4, 2, 2}, {2, 3}), from_vector<double>({2, 2, 1}, {3})}; },
