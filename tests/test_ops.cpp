@@ -248,16 +248,20 @@ std::vector<OpCase> reduce_cases() {
                    .fn = [=](const Ins& in) { return var(in[0], dims, 1, keep); },
                    .ref = [=](const Vals& v) { return reduce_ref(v[0], dims, keep, var_of); }, .tol32 = 1e-3});
     }
-  const Shape all{0, 1, 2};
-  t.push_back({.family = "reduce", .name = "sum of all", .make = [] { return Ins{normal({3, 5})}; },
-               .fn = [](const Ins& in) { return sum(in[0]); },
-               .ref = [](const Vals& v) { return Values{{}, {sum_of(v[0].v)}}; }});
-  t.push_back({.family = "reduce", .name = "mean of all", .make = [] { return Ins{normal({3, 5})}; },
-               .fn = [](const Ins& in) { return mean(in[0]); },
-               .ref = [](const Vals& v) { return Values{{}, {mean_of(v[0].v)}}; }});
-  t.push_back({.family = "reduce", .name = "var of all, correction 0", .make = [] { return Ins{normal({3, 5})}; },
-               .fn = [](const Ins& in) { return var(in[0], 0); },
-               .ref = [](const Vals& v) { return Values{{}, {var_of(v[0].v) * 14.0 / 15.0}}; }, .tol32 = 1e-3});
+  // reductions of every element to a 0-dim tensor
+  auto of_all = [&](const std::string& name, std::function<Tensor(const Tensor&)> op,
+                    std::function<double(const std::vector<double>&)> f, bool grad = true, double tol32 = 1e-4) {
+    t.push_back({.family = "reduce", .name = name, .make = [] { return Ins{normal({3, 5})}; },
+                 .fn = [op](const Ins& in) { return op(in[0]); },
+                 .ref = [f](const Vals& v) { return Values{{}, {f(v[0].v)}}; }, .tol32 = tol32, .grad = grad});
+  };
+  of_all("sum of all", [](const Tensor& x) { return sum(x); }, sum_of);
+  of_all("mean of all", [](const Tensor& x) { return mean(x); }, mean_of);
+  of_all("var of all, correction 0", [](const Tensor& x) { return var(x, 0); },
+         [](const std::vector<double>& g) { return var_of(g) * double(g.size() - 1) / double(g.size()); }, true, 1e-3);
+  of_all("max of all", [](const Tensor& x) { return max(x); }, max_of);
+  of_all("min of all", [](const Tensor& x) { return min(x); }, min_of);
+  of_all("argmax of all", [](const Tensor& x) { return argmax(x); }, argmax_of, false);
   // max/min: values (differentiable; normal inputs have no ties) and indices (not differentiable)
   for (int64_t dim : {0, 1, -1})
     for (bool keep : {false, true}) {
@@ -276,15 +280,6 @@ std::vector<OpCase> reduce_cases() {
                    .fn = [=](const Ins& in) { return argmin(in[0], dim, keep); },
                    .ref = [=](const Vals& v) { return reduce_ref(v[0], {dim}, keep, argmin_of); }, .grad = false});
     }
-  t.push_back({.family = "reduce", .name = "max of all", .make = [] { return Ins{normal({3, 5})}; },
-               .fn = [](const Ins& in) { return max(in[0]); },
-               .ref = [](const Vals& v) { return Values{{}, {max_of(v[0].v)}}; }});
-  t.push_back({.family = "reduce", .name = "min of all", .make = [] { return Ins{normal({3, 5})}; },
-               .fn = [](const Ins& in) { return min(in[0]); },
-               .ref = [](const Vals& v) { return Values{{}, {min_of(v[0].v)}}; }});
-  t.push_back({.family = "reduce", .name = "argmax of all", .make = [] { return Ins{normal({3, 5})}; },
-               .fn = [](const Ins& in) { return argmax(in[0]); },
-               .ref = [](const Vals& v) { return Values{{}, {argmax_of(v[0].v)}}; }, .grad = false});
   t.back().bad = {
       {[] { sum(ones({2, 3}), {2}); }, {"sum", "dim 2", "[2, 3]"}},
       {[] { sum(ones({2, 3}), {0, 0}); }, {"sum", "repeated"}},
