@@ -1,7 +1,7 @@
 // One training epoch through minigrad: LeNet-5 on 10,000 28x28 images, or the 4-conv CIFAR CNN on
 // 5,000 32x32 images; SGD with momentum, batch 64, synthetic data (the timing does not depend on
 // the values). Prints the epoch time; run under /usr/bin/time -v for the peak RSS.
-// Usage: bench_epoch lenet|cifar [threads] [--algo=auto|gemm|direct]
+// Usage: bench_epoch lenet|cifar [threads] [--algo=auto|gemm|direct] [--deterministic]
 #include <minigrad/minigrad.h>
 
 #include <chrono>
@@ -14,12 +14,13 @@ using namespace minigrad;
 int main(int argc, char** argv) {
   const std::string which = argc > 1 ? argv[1] : "lenet";
   if (argc > 2) set_num_threads(std::atoi(argv[2]));
-  if (argc > 3) {
-    const std::string a = argv[3];
+  for (int i = 3; i < argc; ++i) {
+    const std::string a = argv[i];
     if (a == "--algo=gemm") set_conv_algorithm(ConvAlgorithm::Gemm);
     else if (a == "--algo=direct") set_conv_algorithm(ConvAlgorithm::Direct);
+    else if (a == "--deterministic") use_deterministic_algorithms(true);
     else if (a != "--algo=auto") {
-      std::fprintf(stderr, "usage: bench_epoch lenet|cifar [threads] [--algo=auto|gemm|direct]\n");
+      std::fprintf(stderr, "usage: bench_epoch lenet|cifar [threads] [--algo=auto|gemm|direct] [--deterministic]\n");
       return 2;
     }
   }
