@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${1:-2}
 scripts/install-deps.sh libtorch-dev time python3
-cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DMINIGRAD_BUILD_BENCH=ON >/dev/null
 cmake --build build/release -j "$(nproc)" --target bench_conv bench_epoch bench_matmul >/dev/null
 cmake -S . -B build/portable -DCMAKE_BUILD_TYPE=Release -DMINIGRAD_NATIVE=OFF -DMINIGRAD_CUDA=OFF \
   -DMINIGRAD_BUILD_TESTS=OFF -DMINIGRAD_BUILD_EXAMPLES=OFF >/dev/null
