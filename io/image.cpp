@@ -123,7 +123,7 @@ Tensor load_image(const std::string& path, int channels) {
   }
   prepare_png(b, path);
   const int len = int(b.size());
-  if (size >= 2 && b[0] == 0xFF && b[1] == 0xD8) check_jpeg_tables(b, path);  // stbi_info reads DHTs too
+  if (b.size() >= 2 && b[0] == 0xFF && b[1] == 0xD8) check_jpeg_tables(b, path);  // stbi_info reads DHTs too
   int w = 0, h = 0, c = 0;
   MG_CHECK(stbi_info_from_memory(b.data(), len, &w, &h, &c), "load_image: cannot decode ", path, " (",
            stbi_failure_reason(), "; minigrad reads PNG, JPEG and BMP)");
