@@ -321,6 +321,11 @@ struct LogPlus {
   template <class T>
   T operator()(T x, T w) const { return cf::log(x) + w; }
 };
+// combine::Add without no_nan_from_finite: its Max and Min run the NaN-checking kernels.
+struct UncheckedAdd {
+  template <class T>
+  T operator()(T x, T w) const { return x + w; }
+};
 }  // namespace
 
 TEST_CASE("NaN propagates as in PyTorch: relu, max reductions, max_pool2d and the open conv's Max / Min") {
@@ -384,6 +389,24 @@ TEST_CASE("NaN propagates as in PyTorch: relu, max reductions, max_pool2d and th
               wrong += std::isnan(yv[size_t((o * 7 + i) * 38 + j)]) != covers;
             }
         CHECK(wrong == 0);
+      }
+    // On finite inputs the one-compare kernels (combine::Add declares no_nan_from_finite) give the
+    // NaN-checking kernels' values and gradients, bit for bit.
+    for (DType dt : {kFloat32, kFloat64})
+      for (Reduce red : {Reduce::Max, Reduce::Min}) {
+        CAPTURE(dt);
+        Tensor x = randn({2, 3, 9, 40}, dt), w = randn({5, 3, 3, 3}, dt);
+        Tensor y[2], gx[2], gw[2];
+        for (int a = 0; a < 2; ++a) {
+          Tensor xa = x.detach().requires_grad_(true), wa = w.detach().requires_grad_(true);
+          y[a] = a ? open_conv2d(xa, wa, {}, combine::Add{}, {.padding = 1, .reduce = red})
+                   : open_conv2d(xa, wa, {}, UncheckedAdd{}, {.padding = 1, .reduce = red});
+          sum(mul(y[a], y[a].detach())).backward();
+          gx[a] = xa.grad(), gw[a] = wa.grad();
+        }
+        CHECK(vals(y[0]) == vals(y[1]));
+        CHECK(vals(gx[0]) == vals(gx[1]));
+        CHECK(vals(gw[0]) == vals(gw[1]));
       }
   });
 }
