@@ -23,6 +23,7 @@ namespace {
 
 std::atomic<int64_t> g_max_decompressed{LoadLimits{}.max_decompressed_bytes};
 std::atomic<int64_t> g_max_pixels{LoadLimits{}.max_image_pixels};
+std::atomic<int64_t> g_max_jpeg_scans{LoadLimits{}.max_jpeg_scans};
 
 // A file read through zlib (a plain file passes unchanged), closed on every path.
 class GzFile {
@@ -157,13 +158,15 @@ std::string find_file(const std::string& dir, const std::string& name, const cha
 
 Tensor read_idx(const std::string& path) { return read_idx_tensor(path); }
 
-LoadLimits load_limits() { return {g_max_decompressed.load(), g_max_pixels.load()}; }
+LoadLimits load_limits() { return {g_max_decompressed.load(), g_max_pixels.load(), g_max_jpeg_scans.load()}; }
 
 void set_load_limits(const LoadLimits& l) {
-  MG_CHECK(l.max_decompressed_bytes > 0 && l.max_image_pixels > 0, "set_load_limits: limits must be positive, got ",
-           l.max_decompressed_bytes, " bytes and ", l.max_image_pixels, " pixels");
+  MG_CHECK(l.max_decompressed_bytes > 0 && l.max_image_pixels > 0 && l.max_jpeg_scans > 0,
+           "set_load_limits: limits must be positive, got ", l.max_decompressed_bytes, " bytes, ", l.max_image_pixels,
+           " pixels and ", l.max_jpeg_scans, " JPEG scans");
   g_max_decompressed = l.max_decompressed_bytes;
   g_max_pixels = l.max_image_pixels;
+  g_max_jpeg_scans = l.max_jpeg_scans;
 }
 
 void write_idx(const std::string& path, const std::vector<uint8_t>& data, const Shape& shape) {

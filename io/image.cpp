@@ -1,9 +1,10 @@
-// Images through Debian's stb (stb_image to read, stb_image_write to write PNG). Only the formats
-// minigrad documents are compiled in (PNG, JPEG, BMP): the others' decoders are not reachable from a
-// file, and each file's header is checked before stb decodes it. Every allocation stb makes goes
-// through a cap set per file from its declared size (stb_alloc_cap): a PNG whose IDAT declares more
-// bytes than the file has, or whose deflate stream inflates past the image, makes stb fail
-// ("outofmem") instead of allocating what the file asks for.
+// Images: PNG and BMP through Debian's stb (stb_image to read, stb_image_write to write PNG), JPEG
+// through libjpeg-turbo (Debian's libjpeg62-turbo). Only the formats minigrad documents are compiled
+// into stb (PNG, BMP): the others' decoders are not reachable from a file, and each file's header is
+// checked before it is decoded. Every allocation stb makes goes through a cap set per file from its
+// declared size (stb_alloc_cap): a PNG whose IDAT declares more bytes than the file has, or whose
+// deflate stream inflates past the image, makes stb fail ("outofmem") instead of allocating what the
+// file asks for. libjpeg gets the same cap (max_memory_to_use) and a limit on progressive scans.
 #include <cstddef>
 #include <cstdlib>
 namespace minigrad::io {
@@ -21,12 +22,17 @@ void* stb_realloc(void* p, size_t n) { return over_cap(n) ? nullptr : std::reall
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
 #define STBI_ONLY_BMP
 #define STBI_NO_STDIO
 #define STBI_MAX_DIMENSIONS (1 << 20)
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
+
+#include <csetjmp>
+#include <cstdio>  // jpeglib.h uses FILE and size_t without including them
+#include <cstring>
+#include <jpeglib.h>
+#include <jerror.h>  // after jpeglib.h: the message codes
 
 #include <algorithm>
 #include <filesystem>
@@ -40,50 +46,114 @@ namespace minigrad::io {
 
 namespace {
 
-// stb_image 2.27 (Debian's) builds a JPEG Huffman table from 16 code counts without checking that
-// they add up to at most 256 symbols, and writes past its 257-entry table when they do. Every DHT
-// segment of the file is checked here first, in the markers before and between the scans.
-void check_jpeg_tables(const std::vector<uint8_t>& b, const std::string& path) {
-  auto bad = [&](const char* why) { MG_FAIL("load_image: ", path, " is a corrupt JPEG (", why, ")"); };
-  size_t i = 2;  // after SOI
-  while (i + 1 < b.size()) {
-    if (b[i] != 0xFF) {  // entropy-coded data: skip to the next marker
-      ++i;
-      continue;
-    }
-    const uint8_t m = b[i + 1];
-    if (m == 0xFF) {  // fill byte
-      ++i;
-      continue;
-    }
-    if (m == 0x00 || (m >= 0xD0 && m <= 0xD7) || m == 0x01 || m == 0xD8) {  // stuffed byte, RSTn, TEM, SOI
-      i += 2;
-      continue;
-    }
-    if (m == 0xD9) return;  // EOI
-    if (i + 4 > b.size()) return;  // stb reports the truncation itself
-    const size_t len = size_t(b[i + 2]) << 8 | b[i + 3];
-    if (len < 2) bad("a segment shorter than its length field");
-    if (m == 0xC4) {
-      // Read the tables as stb does: while the declared length lasts, each table's 16 counts and
-      // values in turn, past the segment's end and with zeros past the file's end. A table cut
-      // short still has its counts added (the bytes after it, a marker or the EOI, count too).
-      auto at = [&](size_t p) -> size_t { return p < b.size() ? b[p] : 0; };
-      long left = long(len) - 2;
-      size_t j = i + 4;
-      while (left > 0) {
-        const size_t q = at(j);
-        if ((q >> 4) > 1 || (q & 15) > 3) return;  // stb rejects the table before building it
-        size_t n = 0;
-        for (size_t k = 1; k <= 16; ++k) n += at(j + k);
-        if (n > 256) bad("a Huffman table with more than 256 codes");
-        left -= long(17 + n);
-        j += 17 + n;
-      }
-      if (left != 0) return;  // stb stops here: the lengths disagree
-    }
-    i += 2 + len;
+// JPEG through libjpeg. Its errors longjmp back here (error_exit may not return); warnings, which
+// libjpeg gives for corrupt data it then decodes anyway (a truncated file, bad entropy data), are
+// errors too, so a damaged file never loads as an image with gray blocks. Four warnings leave the
+// pixels as they are and stay warnings (dropped): junk bytes between markers (common in files from
+// cameras and editors; PIL and stb load them too), an unknown JFIF revision or Adobe transform code,
+// and a bad ICC profile (not read here). No C++ object with a destructor lives across the setjmp;
+// the pixels go into the caller's vector.
+struct JpegError {
+  jpeg_error_mgr mgr;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX + 64];
+  int64_t max_scans;
+};
+[[noreturn]] void jpeg_fail(j_common_ptr c) {
+  auto* e = reinterpret_cast<JpegError*>(c->err);
+  (*c->err->format_message)(c, e->message);
+  std::longjmp(e->jump, 1);
+}
+void jpeg_message(j_common_ptr c, int level) {
+  if (level >= 0) return;  // trace messages
+  switch (c->err->msg_code) {
+    case JWRN_EXTRANEOUS_DATA:
+    case JWRN_JFIF_MAJOR:
+    case JWRN_ADOBE_XFORM:
+    case JWRN_BOGUS_ICC: return;
+    default: jpeg_fail(c);  // the data is corrupt
   }
+}
+// A progressive file can hold thousands of tiny scans, each a pass over every block of the image:
+// CPU time of scans x pixels from a few kilobytes. The limit stops that (io::LoadLimits).
+void jpeg_progress(j_common_ptr c) {
+  auto* e = reinterpret_cast<JpegError*>(c->err);
+  const auto* d = reinterpret_cast<j_decompress_ptr>(c);
+  if (d->input_scan_number > e->max_scans) {
+    std::snprintf(e->message, sizeof e->message, "more than %lld progressive scans (io::LoadLimits::max_jpeg_scans)",
+                  static_cast<long long>(e->max_scans));
+    std::longjmp(e->jump, 1);
+  }
+}
+
+// Adobe's CMYK as stored (inverted: 255 is no ink), 4 bytes a pixel in px, to RGB (as stb does:
+// R = C * K / 255) or to its luma (stb's weights), in place.
+void cmyk_to(std::vector<uint8_t>& px, int out_channels) {
+  const size_t n = px.size() / 4;
+  auto mul = [](unsigned a, unsigned b) { const unsigned t = a * b + 128; return uint8_t((t + (t >> 8)) >> 8); };
+  for (size_t i = 0; i < n; ++i) {
+    const uint8_t* s = &px[4 * i];
+    const uint8_t r = mul(s[0], s[3]), g = mul(s[1], s[3]), b = mul(s[2], s[3]);
+    if (out_channels == 1) {
+      px[i] = uint8_t((r * 77 + g * 150 + b * 29) >> 8);
+    } else {
+      px[3 * i] = r, px[3 * i + 1] = g, px[3 * i + 2] = b;
+    }
+  }
+  px.resize(n * size_t(out_channels));
+}
+
+// Decodes into px (H, W, C) uint8; returns false with the reason in why. channels as load_image's.
+bool decode_jpeg(const std::vector<uint8_t>& b, int channels, const LoadLimits& lim, std::vector<uint8_t>& px, int& w,
+                 int& h, int& c, char (&why)[JMSG_LENGTH_MAX + 64]) {
+  jpeg_decompress_struct d;
+  std::memset(&d, 0, sizeof d);  // so that jpeg_destroy_decompress is safe even if creating it fails
+  JpegError err;
+  jpeg_progress_mgr progress;
+  d.err = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = jpeg_fail;
+  err.mgr.emit_message = jpeg_message;
+  err.max_scans = lim.max_jpeg_scans;
+  err.message[0] = 0;
+  if (setjmp(err.jump)) {
+    std::memcpy(why, err.message, sizeof why);
+    jpeg_destroy_decompress(&d);
+    return false;
+  }
+  jpeg_create_decompress(&d);
+  progress.progress_monitor = jpeg_progress;
+  d.progress = &progress;
+  jpeg_mem_src(&d, b.data(), static_cast<unsigned long>(b.size()));
+  jpeg_read_header(&d, TRUE);
+  w = int(d.image_width), h = int(d.image_height);
+  if (int64_t(w) * h > lim.max_image_pixels) {
+    std::snprintf(why, sizeof why, "declares %dx%d pixels, more than the limit of %lld (io::LoadLimits::max_image_pixels)", w,
+                  h, static_cast<long long>(lim.max_image_pixels));
+    jpeg_destroy_decompress(&d);
+    return false;
+  }
+  const bool gray = channels == 1 || (channels == 0 && d.num_components == 1);
+  const bool cmyk = d.jpeg_color_space == JCS_CMYK || d.jpeg_color_space == JCS_YCCK;  // libjpeg gives no RGB of these
+  d.out_color_space = cmyk ? JCS_CMYK : gray ? JCS_GRAYSCALE : JCS_RGB;
+  // As stb's cap: no buffer of a decode (a progressive file's coefficients, 2 bytes each, for every
+  // component at full resolution: 6 bytes a pixel; the row buffers) needs more than this.
+  d.mem->max_memory_to_use = long(16 * (int64_t(w) + 16) * (int64_t(h) + 16)) + (long(1) << 20);
+  jpeg_start_decompress(&d);
+  c = d.output_components;
+  try {
+    px.resize(size_t(w) * size_t(h) * size_t(c));
+  } catch (...) {
+    jpeg_destroy_decompress(&d);
+    throw;
+  }
+  while (d.output_scanline < d.output_height) {
+    JSAMPROW row = px.data() + size_t(d.output_scanline) * size_t(w) * size_t(c);
+    jpeg_read_scanlines(&d, &row, 1);
+  }
+  jpeg_finish_decompress(&d);
+  jpeg_destroy_decompress(&d);
+  if (cmyk) cmyk_to(px, gray ? 1 : 3), c = gray ? 1 : 3;
+  return true;
 }
 
 // stb_image copies a PNG's first IDAT chunk into a buffer it allocates only for data: a first IDAT
@@ -121,10 +191,26 @@ Tensor load_image(const std::string& path, int channels) {
     f.read(reinterpret_cast<char*>(b.data()), std::streamsize(size));
     MG_CHECK(f.good() || size == 0, "load_image: cannot read ", path);
   }
+  int w = 0, h = 0, c = 0;
+  const int C = channels;
+  auto to_tensor = [&](const unsigned char* s) {
+    const int Co = C ? C : c;
+    Tensor t = empty({Co, h, w});
+    float* dst = t.data_ptr<float>();
+    for (int y = 0; y < h; ++y)
+      for (int x = 0; x < w; ++x)
+        for (int k = 0; k < Co; ++k) dst[(int64_t(k) * h + y) * w + x] = float(s[(int64_t(y) * w + x) * Co + k]) / 255.0f;
+    return t;
+  };
+  if (b.size() >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) {
+    std::vector<uint8_t> px;
+    char why[JMSG_LENGTH_MAX + 64];
+    MG_CHECK(decode_jpeg(b, channels, load_limits(), px, w, h, c, why), "load_image: ", path,
+             " is not a JPEG minigrad can read (", why, ")");
+    return to_tensor(px.data());
+  }
   prepare_png(b, path);
   const int len = int(b.size());
-  if (b.size() >= 2 && b[0] == 0xFF && b[1] == 0xD8) check_jpeg_tables(b, path);  // stbi_info reads DHTs too
-  int w = 0, h = 0, c = 0;
   MG_CHECK(stbi_info_from_memory(b.data(), len, &w, &h, &c), "load_image: cannot decode ", path, " (",
            stbi_failure_reason(), "; minigrad reads PNG, JPEG and BMP)");
   const int64_t pixels = int64_t(w) * int64_t(h), cap = load_limits().max_image_pixels;
@@ -143,14 +229,7 @@ Tensor load_image(const std::string& path, int channels) {
            " image can (a deflate stream that inflates past the image, or a corrupt file)");
   MG_CHECK(px, "load_image: cannot decode ", path, " (", stbi_failure_reason(), ")");
   MG_CHECK(int64_t(w) * h <= cap, "load_image: ", path, " decodes to ", w, "x", h, " pixels, more than its header said");
-  const int C = channels ? channels : c;
-  Tensor t = empty({C, h, w});
-  float* d = t.data_ptr<float>();
-  const unsigned char* s = px.get();
-  for (int y = 0; y < h; ++y)
-    for (int x = 0; x < w; ++x)
-      for (int k = 0; k < C; ++k) d[(int64_t(k) * h + y) * w + x] = float(s[(int64_t(y) * w + x) * C + k]) / 255.0f;
-  return t;
+  return to_tensor(px.get());
 }
 
 void save_png(const std::string& path, const Tensor& image) {

@@ -30,7 +30,7 @@ nvidia-smi >"$out/nvidia-smi.txt" 2>&1
 if [ "$what" = all ] || [ "$what" = build ]; then
   step configure cmake -S . -B build/gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DMINIGRAD_CUDA=ON \
     -DCMAKE_CUDA_ARCHITECTURES=90 -DOPENBLAS_ROOT="$root/usr" -DSTB_ROOT="$root/usr" -DDOCTEST_ROOT="$root/usr" \
-    -DZLIB_ROOT="$root/usr" -DSLEEF_ROOT="$root/usr"
+    -DZLIB_ROOT="$root/usr" -DJPEG_ROOT="$root/usr" -DSLEEF_ROOT="$root/usr"
   step build cmake --build build/gpu
 fi
 if [ "$what" = all ] || [ "$what" = test ]; then

@@ -2,7 +2,7 @@
 # Installs minigrad's build dependencies from Debian's packages, if any is missing, plus any
 # extra packages named as arguments (e.g. dataset-fashion-mnist).
 set -euo pipefail
-pkgs=(cmake g++ make libopenblas-dev libopenblas-openmp-dev doctest-dev libstb-dev zlib1g-dev libsleef-dev "$@")
+pkgs=(cmake g++ make libopenblas-dev libopenblas-openmp-dev doctest-dev libstb-dev zlib1g-dev libjpeg62-turbo-dev libsleef-dev "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "helpers.h"
+#include "jpeg_encode.h"
 
 using namespace mgtest;
 namespace fs = std::filesystem;
@@ -127,7 +128,8 @@ TEST_CASE("load_image: formats other than PNG, JPEG and BMP, huge headers and ba
   io::set_load_limits({.max_decompressed_bytes = int64_t(1) << 32, .max_image_pixels = int64_t(1) << 32});
   CHECK_ERROR(io::load_image(d / "big.bmp"), "load_image", "cannot decode");
   io::set_load_limits(lg.saved);
-  // A JPEG whose Huffman table declares 272 codes (stb 2.27 writes past its table on these).
+  // A JPEG whose Huffman table declares 272 codes (stb 2.27 wrote past its table on these; libjpeg
+  // refuses them).
   std::string jpg = "\xff\xd8\xff\xc4";
   std::string dht(1, '\0');
   for (int i = 0; i < 16; ++i) dht += char(17);
@@ -136,16 +138,16 @@ TEST_CASE("load_image: formats other than PNG, JPEG and BMP, huge headers and ba
   jpg += char((dht.size() + 2) & 0xff);
   jpg += dht + "\xff\xd9";
   write_bytes(d / "bad.jpg", jpg);
-  CHECK_ERROR(io::load_image(d / "bad.jpg"), "load_image", "bad.jpg", "Huffman table");
+  CHECK_ERROR(io::load_image(d / "bad.jpg"), "load_image", "bad.jpg", "not a JPEG minigrad can read", "Huffman table");
   // A DHT segment that declares more bytes than the file has: its second table is cut by the EOI,
-  // whose two bytes stb reads as code counts (255 + 217) and zeros after (found by fuzz_image).
+  // whose two bytes stb read as code counts (255 + 217) and zeros after (found by fuzz_image).
   std::string cut = "\xff\xd8\xff\xc4";
   cut += char(0), cut += char(0x40);
   cut += char(0), cut += char(1), cut += std::string(15, '\0'), cut += char(7);  // one code of length 1
   cut += char(0);  // the second table's class and id, then the EOI
   cut += "\xff\xd9";
   write_bytes(d / "cut.jpg", cut);
-  CHECK_ERROR(io::load_image(d / "cut.jpg"), "load_image", "cut.jpg", "Huffman table");
+  CHECK_ERROR(io::load_image(d / "cut.jpg"), "load_image", "cut.jpg", "not a JPEG minigrad can read");
   // A real image still loads.
   Tensor img = rand({3, 4, 5});
   io::save_png(d / "ok.png", img);
@@ -175,6 +177,106 @@ TEST_CASE("load_image: formats other than PNG, JPEG and BMP, huge headers and ba
   write_bytes(d / "bomb.png", png1 + be32(z.size()) + "IDAT" + z + std::string(4, '\0') + std::string("\0\0\0\0IEND", 8) +
                                   std::string(4, '\0'));
   CHECK_ERROR(io::load_image(d / "bomb.png"), "load_image", "bomb.png", "larger buffer than a 1x1 image");
+}
+
+TEST_CASE("load_image: JPEG through libjpeg (baseline, progressive, gray), corrupt and oversized files refused") {
+  TempDir d;
+  LimitsGuard lg;
+  const int W = 24, H = 16;
+  std::vector<uint8_t> rgb(size_t(W * H * 3)), gray(size_t(W * H));
+  for (int y = 0; y < H; ++y)
+    for (int x = 0; x < W; ++x) {  // smooth, so a quality-95 JPEG is within a few levels of it
+      const size_t i = size_t(y * W + x);
+      rgb[3 * i] = uint8_t(40 + 6 * x), rgb[3 * i + 1] = uint8_t(200 - 8 * y), rgb[3 * i + 2] = uint8_t(90 + 2 * (x + y));
+      gray[i] = uint8_t(30 + 5 * x + 4 * y);
+    }
+  auto max_err = [](const Tensor& t, const std::vector<uint8_t>& px, int C) {  // (C, H, W) against (H, W, C)
+    const auto v = vals(t);
+    double e = 0;
+    for (int k = 0; k < C; ++k)
+      for (int i = 0; i < W * H; ++i) e = std::max(e, std::abs(v[size_t(k * W * H + i)] * 255.0 - px[size_t(i * C + k)]));
+    return e;
+  };
+  for (bool progressive : {false, true}) {
+    CAPTURE(progressive);
+    write_bytes(d / "rgb.jpg", encode_jpeg(rgb, W, H, 3, progressive));
+    write_bytes(d / "gray.jpg", encode_jpeg(gray, W, H, 1, progressive));
+    const Tensor c = io::load_image(d / "rgb.jpg");
+    REQUIRE(c.sizes() == Shape{3, H, W});
+    CHECK(max_err(c, rgb, 3) <= 8);
+    const Tensor g = io::load_image(d / "gray.jpg");
+    REQUIRE(g.sizes() == Shape{1, H, W});
+    CHECK(max_err(g, gray, 1) <= 4);
+    const Tensor g3 = io::load_image(d / "gray.jpg", 3);  // gray to RGB: three equal planes
+    REQUIRE(g3.sizes() == Shape{3, H, W});
+    CHECK(vals(g3.select(0, 0)) == vals(g.select(0, 0)));
+    CHECK(vals(g3.select(0, 2)) == vals(g.select(0, 0)));
+    CHECK(io::load_image(d / "rgb.jpg", 1).sizes() == Shape{1, H, W});
+  }
+  // CMYK and YCCK (Adobe's inverted CMYK, as stb read it): R = C * K / 255 of the stored values;
+  // gray is stb's luma of that.
+  std::vector<uint8_t> cmyk(size_t(W * H * 4));
+  for (int i = 0; i < W * H; ++i)
+    for (int k = 0; k < 3; ++k) cmyk[size_t(4 * i + k)] = rgb[size_t(3 * i + k)];
+  for (int i = 0; i < W * H; ++i) cmyk[size_t(4 * i + 3)] = 255;  // no black: the RGB image
+  for (bool ycck : {false, true}) {
+    CAPTURE(ycck);
+    write_bytes(d / "cmyk.jpg", encode_jpeg(cmyk, W, H, 4, false, 95, ycck));
+    const Tensor c = io::load_image(d / "cmyk.jpg");
+    REQUIRE(c.sizes() == Shape{3, H, W});
+    CHECK(max_err(c, rgb, 3) <= 8);
+    const Tensor g = io::load_image(d / "cmyk.jpg", 1);
+    REQUIRE(g.sizes() == Shape{1, H, W});
+    std::vector<uint8_t> luma(size_t(W * H));
+    for (int i = 0; i < W * H; ++i)
+      luma[size_t(i)] = uint8_t((rgb[size_t(3 * i)] * 77 + rgb[size_t(3 * i + 1)] * 150 + rgb[size_t(3 * i + 2)] * 29) >> 8);
+    CHECK(max_err(g, luma, 1) <= 8);
+  }
+  for (int i = 0; i < W * H; ++i) cmyk[size_t(4 * i + 3)] = 128;  // half black: half the RGB values
+  for (int i = 0; i < W * H; ++i)
+    for (int k = 0; k < 3; ++k) rgb[size_t(3 * i + k)] = uint8_t((rgb[size_t(3 * i + k)] * 128 + 127) / 255);
+  write_bytes(d / "cmyk.jpg", encode_jpeg(cmyk, W, H, 4, true, 95));
+  CHECK(max_err(io::load_image(d / "cmyk.jpg"), rgb, 3) <= 8);
+  // Junk bytes between two markers (libjpeg warns "extraneous bytes"; the pixels are unharmed): loads,
+  // equal to the clean file.
+  const std::string clean = encode_jpeg(gray, W, H, 1, false);
+  const size_t dqt = clean.find("\xff\xdb");
+  REQUIRE(dqt != std::string::npos);
+  write_bytes(d / "clean.jpg", clean);
+  write_bytes(d / "junk.jpg", clean.substr(0, dqt) + "junk" + clean.substr(dqt));
+  CHECK(vals(io::load_image(d / "junk.jpg")) == vals(io::load_image(d / "clean.jpg")));
+  // The scan limit: libjpeg's simple progression writes 10 scans for YCbCr.
+  io::set_load_limits({.max_jpeg_scans = 4});
+  CHECK_ERROR(io::load_image(d / "rgb.jpg"), "load_image", "rgb.jpg", "more than 4 progressive scans", "max_jpeg_scans");
+  io::set_load_limits({.max_jpeg_scans = 10});
+  CHECK(io::load_image(d / "rgb.jpg").sizes() == Shape{3, H, W});
+  CHECK_ERROR(io::set_load_limits({.max_jpeg_scans = 0}), "set_load_limits", "0 JPEG scans");
+  io::set_load_limits(lg.saved);
+  // The pixel limit, from the header.
+  io::set_load_limits({.max_image_pixels = W * H - 1});
+  CHECK_ERROR(io::load_image(d / "gray.jpg"), "load_image", "gray.jpg", "24x16", "max_image_pixels");
+  io::set_load_limits(lg.saved);
+  // A header declaring 60000 x 60000 pixels over a few bytes of data: refused before any allocation.
+  std::string big = encode_jpeg(gray, W, H, 1, false);
+  const size_t sof = big.find("\xff\xc0");
+  REQUIRE(sof != std::string::npos);
+  big[sof + 5] = char(60000 >> 8), big[sof + 6] = char(60000 & 0xff), big[sof + 7] = char(60000 >> 8), big[sof + 8] = char(60000 & 0xff);
+  write_bytes(d / "big.jpg", big);
+  reset_peak_memory_stats();
+  const int64_t before = memory_stats().current_bytes;
+  CHECK_ERROR(io::load_image(d / "big.jpg"), "load_image", "big.jpg", "60000x60000", "max_image_pixels");
+  CHECK(memory_stats().peak_bytes - before < (int64_t(1) << 20));
+  // Corrupt data that libjpeg would decode with a warning (gray blocks) is an error: a file cut in
+  // half, and one whose entropy-coded data is overwritten.
+  const std::string whole = encode_jpeg(rgb, W, H, 3, false);
+  write_bytes(d / "half.jpg", whole.substr(0, whole.size() / 2));
+  CHECK_ERROR(io::load_image(d / "half.jpg"), "load_image", "half.jpg", "not a JPEG minigrad can read");
+  std::string garbled = whole;
+  const size_t sos = garbled.find("\xff\xda");
+  REQUIRE(sos != std::string::npos);
+  for (size_t i = sos + 20; i + 2 < garbled.size(); i += 3) garbled[i] = char(0xff);
+  write_bytes(d / "garbled.jpg", garbled);
+  CHECK_ERROR(io::load_image(d / "garbled.jpg"), "load_image", "garbled.jpg", "not a JPEG minigrad can read");
 }
 
 TEST_CASE("load_safetensors: the header is checked whole before any tensor is allocated") {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "fuzz_model.h"
+#include "tests/jpeg_encode.h"
 #include "minigrad.h"
 
 using namespace minigrad;
@@ -88,6 +89,12 @@ int main(int argc, char** argv) try {
   image_seed("rgb.bmp", 1);
   stbi_write_jpg(tmp.c_str(), 6, 5, 3, rgb.data(), 90);
   image_seed("rgb.jpg", 0);
+  // libjpeg's: progressive RGB (10 scans) and baseline gray, 20x12 (two MCU rows of 4:2:0).
+  std::vector<uint8_t> rgb2(20 * 12 * 3), gray2(20 * 12);
+  for (size_t i = 0; i < rgb2.size(); ++i) rgb2[i] = uint8_t(i * 7);
+  for (size_t i = 0; i < gray2.size(); ++i) gray2[i] = uint8_t(i * 5);
+  put(out / "image/progressive.jpg", std::string(1, char(0)) + mgtest::encode_jpeg(rgb2, 20, 12, 3, true, 80));
+  put(out / "image/gray.jpg", std::string(1, char(2)) + mgtest::encode_jpeg(gray2, 20, 12, 1, false, 80));
   std::cout << "make_fuzz_corpus: seeds in " << out << "\n";
   return 0;
 } catch (const std::exception& e) {
