@@ -5,10 +5,12 @@
 // functor) then calls minigrad's vector forms of it, SLEEF's u10 functions (1.0 ulp) at the
 // loop's vector width (SSE2, AVX, AVX2, AVX-512; ops/cpu/isa/vecmath.inc), instead of libm once
 // per element. `const`: equal arguments give equal results, so the compiler may hoist or share
-// calls. Other compilers (clang) and other CPUs call the scalar forms, which use libm.
+// calls. Other compilers (clang) and other CPUs call the scalar forms, which use libm, as do builds
+// that leave a CPU level out (-DMINIGRAD_CPU_LEVELS: that level's vector forms are not built).
 #pragma once
 
-#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__) && defined(__x86_64__)
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__) && defined(__x86_64__) && \
+    !defined(MINIGRAD_NO_AVX2) && !defined(MINIGRAD_NO_AVX512)
 #define MG_CF_VECTOR_ABI 1
 #define MG_CF_FN __attribute__((simd("notinbranch"), const, nothrow))
 #else

@@ -349,13 +349,21 @@ template <int VB, bool Dx, bool Dw, class T, class C>
 }
 
 // One function per level, each compiled for its ISA (the user's functor is inlined into it).
-#if defined(__x86_64__)
-#define MG_OC_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#define MG_OC_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
-#define MG_OC_LEVELS(X) X(generic, , 16) X(avx2, MG_OC_TARGET_AVX2, 32) X(avx512, MG_OC_TARGET_AVX512, 64)
+// A build with -DMINIGRAD_CPU_LEVELS leaving a level out defines MINIGRAD_NO_<LEVEL> (cpu_isa() then
+// never picks it).
+#if defined(__x86_64__) && !defined(MINIGRAD_NO_AVX2)
+#define MG_OC_AVX2 1
+#define MG_OC_LEVEL_AVX2(X) X(avx2, __attribute__((target("avx2,fma"))), 32)
 #else
-#define MG_OC_LEVELS(X) X(generic, , 16)
+#define MG_OC_LEVEL_AVX2(X)
 #endif
+#if defined(__x86_64__) && !defined(MINIGRAD_NO_AVX512)
+#define MG_OC_AVX512 1
+#define MG_OC_LEVEL_AVX512(X) X(avx512, __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma"))), 64)
+#else
+#define MG_OC_LEVEL_AVX512(X)
+#endif
+#define MG_OC_LEVELS(X) X(generic, , 16) MG_OC_LEVEL_AVX2(X) MG_OC_LEVEL_AVX512(X)
 #define MG_OC_DEFINE(name, attr, VB)                                                                              \
   template <int Red, bool Track, class T, class C>                                                               \
   attr void oc_fwd_##name(const C& comb, const T* cols, const T* w, T* out, int32_t* win, const Plan& p,          \
@@ -386,8 +394,10 @@ void fused_forward_red(const C& comb, const T* cols, const T* w, T* out, int32_t
   const CpuIsa isa = cpu_isa();
   const OcTasks t = oc_forward_tasks(p, oc_span<T>(isa, false));
   parallel_for(0, p.G * t.per_group, 1, [&](int64_t t0, int64_t t1) {
-#if defined(__x86_64__)
+#if defined(MG_OC_AVX512)
     if (isa == CpuIsa::Avx512) return oc_fwd_avx512<Red, Track>(comb, cols, w, out, win, p, t, t0, t1);
+#endif
+#if defined(MG_OC_AVX2)
     if (isa == CpuIsa::Avx2) return oc_fwd_avx2<Red, Track>(comb, cols, w, out, win, p, t, t0, t1);
 #endif
     oc_fwd_generic<Red, Track>(comb, cols, w, out, win, p, t, t0, t1);
@@ -422,8 +432,10 @@ void fused_backward_sum(const C& comb, const T* cols, const T* w, const T* gy, T
   const int64_t tasks = p.G * t.qchunks;
   std::vector<T> dwb(Dw ? size_t(t.qchunks * p.Cout * p.K) : 0, T(0));
   parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
-#if defined(__x86_64__)
+#if defined(MG_OC_AVX512)
     if (isa == CpuIsa::Avx512) return oc_bwd_avx512<Dx, Dw>(comb, cols, w, gy, dwb.data(), dcols, p, t, t0, t1);
+#endif
+#if defined(MG_OC_AVX2)
     if (isa == CpuIsa::Avx2) return oc_bwd_avx2<Dx, Dw>(comb, cols, w, gy, dwb.data(), dcols, p, t, t0, t1);
 #endif
     oc_bwd_generic<Dx, Dw>(comb, cols, w, gy, dwb.data(), dcols, p, t, t0, t1);
