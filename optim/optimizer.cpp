@@ -209,15 +209,18 @@ void Adam::load_state_dict(const StateDict& s) {
 
 // ---- schedulers
 
-void LRScheduler::step() {
-  ++epoch_;
-  opt_.set_lr(lr_at(epoch_));
+void LRScheduler::apply(int64_t e) {
+  const double lr = lr_at(e);
+  opt_.set_lr(lr);  // checks that it is finite and >= 0
+  epoch_ = e;
+  last_lr_ = lr;
 }
+
+void LRScheduler::step() { apply(epoch_ + 1); }
 
 void LRScheduler::set_last_epoch(int64_t e) {
   MG_CHECK(e >= 0, "LRScheduler: epoch must be >= 0, got ", e);
-  epoch_ = e;
-  opt_.set_lr(lr_at(epoch_));
+  apply(e);
 }
 
 StepLR::StepLR(Optimizer& opt, int64_t step_size, double gamma)
@@ -232,6 +235,56 @@ CosineAnnealingLR::CosineAnnealingLR(Optimizer& opt, int64_t T_max, double eta_m
 }
 double CosineAnnealingLR::lr_at(int64_t e) const {
   return eta_min_ + (base_lr_ - eta_min_) * (1 + std::cos(std::numbers::pi * double(e) / double(t_max_))) / 2;
+}
+
+LambdaLR::LambdaLR(Optimizer& opt, std::function<double(int64_t)> lr_lambda)
+    : LRScheduler(opt), lambda_(std::move(lr_lambda)) {
+  MG_CHECK(bool(lambda_), "LambdaLR: lr_lambda is empty");
+  apply(0);
+}
+double LambdaLR::lr_at(int64_t e) const {
+  const double f = lambda_(e);
+  MG_CHECK(std::isfinite(f) && f >= 0, "LambdaLR: lr_lambda(", e, ") = ", f, "; expected a finite factor >= 0");
+  return base_lr_ * f;
+}
+
+MultiStepLR::MultiStepLR(Optimizer& opt, std::vector<int64_t> milestones, double gamma)
+    : LRScheduler(opt), milestones_(std::move(milestones)), gamma_(gamma) {
+  for (int64_t m : milestones_) MG_CHECK(m >= 0, "MultiStepLR: milestones must be >= 0, got ", milestones_);
+  MG_CHECK(std::isfinite(gamma) && gamma >= 0, "MultiStepLR: gamma must be finite and >= 0, got ", gamma);
+  std::sort(milestones_.begin(), milestones_.end());
+}
+double MultiStepLR::lr_at(int64_t e) const {
+  const auto passed = std::upper_bound(milestones_.begin(), milestones_.end(), e) - milestones_.begin();
+  return base_lr_ * std::pow(gamma_, double(passed));
+}
+
+ExponentialLR::ExponentialLR(Optimizer& opt, double gamma) : LRScheduler(opt), gamma_(gamma) {
+  MG_CHECK(std::isfinite(gamma) && gamma > 0, "ExponentialLR: gamma must be finite and positive, got ", gamma);
+}
+double ExponentialLR::lr_at(int64_t e) const { return base_lr_ * std::pow(gamma_, double(e)); }
+
+LinearLR::LinearLR(Optimizer& opt, LinearLROptions opts) : LRScheduler(opt), o_(opts) {
+  MG_CHECK(o_.start_factor > 0 && o_.start_factor <= 1, "LinearLR: start_factor must be in (0, 1], got ",
+           o_.start_factor);
+  MG_CHECK(o_.end_factor >= 0 && o_.end_factor <= 1, "LinearLR: end_factor must be in [0, 1], got ", o_.end_factor);
+  MG_CHECK(o_.total_iters > 0, "LinearLR: total_iters must be positive, got ", o_.total_iters);
+  apply(0);
+}
+double LinearLR::lr_at(int64_t e) const {
+  const double t = double(std::min(e, o_.total_iters)) / double(o_.total_iters);
+  return base_lr_ * (o_.start_factor + (o_.end_factor - o_.start_factor) * t);
+}
+
+void clip_grad_value_(const std::vector<Tensor>& params, double clip_value) {
+  MG_CHECK(clip_value >= 0, "clip_grad_value_: clip_value must be >= 0, got ", clip_value);
+  NoGradGuard ng;
+  for (const auto& p : params) {
+    Tensor g = p.grad();
+    if (!g.defined() || g.numel() == 0) continue;
+    const Tensor lo = scalar_tensor(-clip_value, g.options()), hi = scalar_tensor(clip_value, g.options());
+    g.copy_(minimum(maximum(g, lo), hi));  // maximum and minimum keep NaN
+  }
 }
 
 double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type, bool error_if_nonfinite) {

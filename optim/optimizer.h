@@ -1,5 +1,6 @@
 // minigrad: optimizers, learning-rate schedulers and gradient clipping, as torch::optim.
 #pragma once
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -85,19 +86,26 @@ class AdamW : public Adam {
   AdamW(std::vector<Tensor> params, AdamWOptions opts);
 };
 
+// A schedule of the learning rate as a function of the epoch, from the optimizer's learning rate
+// when the scheduler is made (the base). Every scheduler here has PyTorch's closed form, so resuming
+// at an epoch (set_last_epoch) gives the rate an uninterrupted run has there.
 class LRScheduler {
  public:
-  explicit LRScheduler(Optimizer& opt) : opt_(opt), base_lr_(opt.lr()) {}
+  explicit LRScheduler(Optimizer& opt) : opt_(opt), base_lr_(opt.lr()), last_lr_(opt.lr()) {}
   virtual ~LRScheduler() = default;
   // Call once per epoch, after the epoch's optimizer steps.
   void step();
   int64_t last_epoch() const { return epoch_; }
   void set_last_epoch(int64_t e);  // for resuming
+  // The rate the scheduler last set, one per parameter group as PyTorch's (minigrad's optimizers
+  // have one group).
+  std::vector<double> get_last_lr() const { return {last_lr_}; }
 
  protected:
   virtual double lr_at(int64_t epoch) const = 0;
+  void apply(int64_t epoch);  // sets the optimizer's rate to lr_at(epoch)
   Optimizer& opt_;
-  double base_lr_;
+  double base_lr_, last_lr_;
   int64_t epoch_ = 0;
 };
 
@@ -122,6 +130,57 @@ class CosineAnnealingLR : public LRScheduler {
   int64_t t_max_;
   double eta_min_;
 };
+
+// lr = base * lr_lambda(epoch); applied at construction (epoch 0), as PyTorch's LambdaLR.
+class LambdaLR : public LRScheduler {
+ public:
+  LambdaLR(Optimizer& opt, std::function<double(int64_t epoch)> lr_lambda);
+
+ protected:
+  double lr_at(int64_t epoch) const override;
+  std::function<double(int64_t)> lambda_;
+};
+
+// lr = base * gamma^(the number of milestones <= epoch); a milestone given twice counts twice.
+class MultiStepLR : public LRScheduler {
+ public:
+  MultiStepLR(Optimizer& opt, std::vector<int64_t> milestones, double gamma = 0.1);
+
+ protected:
+  double lr_at(int64_t epoch) const override;
+  std::vector<int64_t> milestones_;  // sorted
+  double gamma_;
+};
+
+// lr = base * gamma^epoch
+class ExponentialLR : public LRScheduler {
+ public:
+  ExponentialLR(Optimizer& opt, double gamma);
+
+ protected:
+  double lr_at(int64_t epoch) const override;
+  double gamma_;
+};
+
+struct LinearLROptions {
+  double start_factor = 1.0 / 3;  // in (0, 1]
+  double end_factor = 1.0;        // in [0, 1]
+  int64_t total_iters = 5;        // > 0
+};
+// A linear warm-up (or decay): lr = base * (start + (end - start) * min(epoch, total_iters) /
+// total_iters); applied at construction, as PyTorch's LinearLR.
+class LinearLR : public LRScheduler {
+ public:
+  explicit LinearLR(Optimizer& opt, LinearLROptions opts = {});
+
+ protected:
+  double lr_at(int64_t epoch) const override;
+  LinearLROptions o_;
+};
+
+// Clamps every gradient element to [-clip_value, clip_value] in place, as
+// torch::nn::utils::clip_grad_value_ (NaN stays NaN).
+void clip_grad_value_(const std::vector<Tensor>& params, double clip_value);
 
 // Scales the gradients so that their joint norm (of order norm_type: 2, 1, any p > 0, or infinity
 // for the largest magnitude) is at most max_norm; returns the norm before, as

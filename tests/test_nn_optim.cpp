@@ -216,6 +216,81 @@ TEST_CASE("Adam and AdamW follow the reference update; state_dict resumes exactl
   CHECK_ERROR(a.load_state_dict(bad), "Adam", "exp_avg.0", "[3]", "[2]");
 }
 
+TEST_CASE("LambdaLR, MultiStepLR, ExponentialLR, LinearLR and get_last_lr: PyTorch's rates per epoch") {
+  Tensor p = ones({2}, requires_grad());
+  auto rates = [](optim::LRScheduler& s, optim::Optimizer& o, int epochs) {
+    std::vector<double> r{o.lr()};  // epoch 0, after construction
+    for (int e = 0; e < epochs; ++e) {
+      s.step();
+      r.push_back(o.lr());
+      CHECK(s.get_last_lr() == std::vector<double>{o.lr()});
+    }
+    return r;
+  };
+  {  // applied at construction: lr = 0.5 * 0.9^epoch from epoch 0
+    optim::SGD o({p}, {.lr = 0.5});
+    optim::LambdaLR s(o, [](int64_t e) { return std::pow(0.9, double(e)); });
+    check_close(rates(s, o, 3), {0.5, 0.45, 0.405, 0.3645});
+    CHECK_ERROR(optim::LambdaLR(o, nullptr), "LambdaLR", "empty");
+    CHECK_ERROR(optim::LambdaLR(o, [](int64_t) { return std::nan(""); }), "LambdaLR", "lr_lambda(0)", "nan");
+  }
+  {  // milestones in any order; one given twice counts twice
+    optim::SGD o({p}, {.lr = 1.0});
+    optim::MultiStepLR s(o, {3, 1}, 0.1);
+    check_close(rates(s, o, 5), {1.0, 0.1, 0.1, 0.01, 0.01, 0.01});
+    optim::SGD o2({p}, {.lr = 1.0});
+    optim::MultiStepLR s2(o2, {2, 2}, 0.5);
+    check_close(rates(s2, o2, 3), {1.0, 1.0, 0.25, 0.25});
+    CHECK_ERROR(optim::MultiStepLR(o, {2, -1}), "MultiStepLR", "milestones", "[2, -1]");
+    CHECK_ERROR(optim::MultiStepLR(o, {2}, -0.5), "MultiStepLR", "gamma", "-0.5");
+  }
+  {
+    optim::SGD o({p}, {.lr = 1.0});
+    optim::ExponentialLR s(o, 0.5);
+    check_close(rates(s, o, 3), {1.0, 0.5, 0.25, 0.125});
+    CHECK_ERROR(optim::ExponentialLR(o, 0.0), "ExponentialLR", "gamma", "0");
+  }
+  {  // warm-up from a quarter of 0.4 over 3 epochs, then flat; resuming at epoch 2 gives epoch 2's rate
+    optim::SGD o({p}, {.lr = 0.4});
+    optim::LinearLR s(o, {.start_factor = 0.25, .end_factor = 1.0, .total_iters = 3});
+    check_close(rates(s, o, 4), {0.1, 0.2, 0.3, 0.4, 0.4});
+    optim::SGD o2({p}, {.lr = 0.4});
+    optim::LinearLR s2(o2, {.start_factor = 0.25, .total_iters = 3});
+    s2.set_last_epoch(2);
+    CHECK(o2.lr() == doctest::Approx(0.3));
+    CHECK(s2.last_epoch() == 2);
+    optim::SGD o3({p}, {.lr = 0.3});
+    optim::LinearLR s3(o3);  // PyTorch's defaults: a third of the rate, linear over 5 epochs
+    CHECK(o3.lr() == doctest::Approx(0.1));
+    CHECK_ERROR(optim::LinearLR(o, {.start_factor = 0}), "LinearLR", "start_factor", "(0, 1]");
+    CHECK_ERROR(optim::LinearLR(o, {.end_factor = 2}), "LinearLR", "end_factor", "2");
+    CHECK_ERROR(optim::LinearLR(o, {.total_iters = 0}), "LinearLR", "total_iters", "0");
+  }
+}
+
+TEST_CASE("clip_grad_value_ clamps every gradient element in place, NaN stays") {
+  for_each_device([](Device dev) {
+    for (DType dt : {kFloat32, kFloat64}) {
+      Tensor a = zeros({4}, TensorOptions(dt).device(dev)).requires_grad_();
+      Tensor b = zeros({2, 1}, TensorOptions(dt).device(dev)).requires_grad_(), c = zeros({3}, requires_grad());
+      const double nan = std::nan("");
+      a.set_grad(from_vector<double>({-3.0, 0.5, 2.0, nan}, {4}).to(dt).to(dev));
+      b.set_grad(from_vector<double>({1.0, -1.0}, {2, 1}).to(dt).to(dev));
+      optim::clip_grad_value_({a, b, c}, 1.0);  // c has no gradient: left alone
+      const auto g = vals(a.grad());
+      CHECK(g[0] == -1.0);
+      CHECK(g[1] == 0.5);
+      CHECK(g[2] == 1.0);
+      CHECK(std::isnan(g[3]));
+      CHECK(vals(b.grad()) == std::vector<double>{1.0, -1.0});
+      CHECK(a.grad().dtype() == dt);
+      CHECK(!c.grad().defined());
+    }
+  });
+  Tensor a = zeros({1}, requires_grad());
+  CHECK_ERROR(optim::clip_grad_value_({a}, -1.0), "clip_grad_value_", "clip_value", "-1");
+}
+
 TEST_CASE("StepLR, CosineAnnealingLR and clip_grad_norm_") {
   Tensor p = ones({2}, requires_grad());
   optim::SGD opt({p}, {.lr = 1.0});
