@@ -137,10 +137,8 @@ inline double train(const TrainConfig& c, nn::Module& model, const io::TensorDat
             << model << "\n";
   std::unique_ptr<optim::Optimizer> opt;
   if (c.optimizer == "adam") {
-    optim::AdamWOptions o;
-    o.lr = c.lr;
-    o.weight_decay = c.weight_decay;
-    opt = std::make_unique<optim::AdamW>(model.parameters(), o);
+    opt = std::make_unique<optim::AdamW>(model.parameters(),
+                                         optim::AdamWOptions{.lr = c.lr, .weight_decay = c.weight_decay});
   } else {
     opt = std::make_unique<optim::SGD>(model.parameters(), optim::SGDOptions{.lr = c.lr, .momentum = 0.9,
                                                                             .weight_decay = c.weight_decay, .nesterov = true});

@@ -159,7 +159,10 @@ Adam::Adam(std::vector<Tensor> params, AdamOptions o, bool decoupled, const char
   }
 }
 
-AdamW::AdamW(std::vector<Tensor> params, AdamWOptions o) : Adam(std::move(params), o, true, "AdamW") {}
+AdamW::AdamW(std::vector<Tensor> params, AdamWOptions o)
+    : Adam(std::move(params), AdamOptions{.lr = o.lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.eps,
+                                          .weight_decay = o.weight_decay},
+           true, "AdamW") {}
 
 void Adam::step() {
   NoGradGuard ng;

@@ -77,9 +77,14 @@ class Adam : public Optimizer {
   std::vector<Tensor> exp_avg_, exp_avg_sq_;
 };
 
-// Adam with decoupled weight decay (Loshchilov & Hutter); weight_decay defaults to 0.01.
-struct AdamWOptions : AdamOptions {
-  AdamWOptions() { weight_decay = 1e-2; }
+// Adam with decoupled weight decay (Loshchilov & Hutter); weight_decay defaults to 0.01. An
+// aggregate like the others, so `AdamW opt(params, {.lr = 3e-3})` reads as in the other optimizers.
+struct AdamWOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 1e-2;
 };
 class AdamW : public Adam {
  public:

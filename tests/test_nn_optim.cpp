@@ -167,9 +167,9 @@ TEST_CASE("Adam and AdamW follow the reference update; state_dict resumes exactl
     Tensor p = from_vector<double>({0.5, -1.5, 2.0}).requires_grad_();
     std::unique_ptr<optim::Optimizer> opt;
     if (decoupled) {
-      optim::AdamWOptions o;
-      o.lr = 0.05;
-      opt = std::make_unique<optim::AdamW>(std::vector<Tensor>{p}, o);
+      auto w = std::make_unique<optim::AdamW>(std::vector<Tensor>{p}, optim::AdamWOptions{.lr = 0.05});
+      CHECK(w->options.weight_decay == 0.01);  // AdamW's default, kept under designated initialisers
+      opt = std::move(w);
     } else {
       opt = std::make_unique<optim::Adam>(std::vector<Tensor>{p}, optim::AdamOptions{.lr = 0.05, .weight_decay = 0.1});
     }
