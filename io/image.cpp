@@ -86,6 +86,12 @@ void jpeg_progress(j_common_ptr c) {
   }
 }
 
+// The most memory one decode of a w x h image may take, stb's or libjpeg's: the image padded to
+// JPEG's 16-pixel blocks at 16 bytes a pixel (16-bit RGBA PNG rows with their filter bytes; a
+// progressive JPEG's coefficients, 2 bytes each for every component at full resolution) plus 1 MiB
+// of row buffers and tables. Both decoders fail, not allocate, past it.
+int64_t decode_memory_cap(int w, int h) { return 16 * (int64_t(w) + 16) * (int64_t(h) + 16) + (int64_t(1) << 20); }
+
 // Adobe's CMYK as stored (inverted: 255 is no ink), 4 bytes a pixel in px, to RGB (as stb does:
 // R = C * K / 255) or to its luma (stb's weights), in place.
 void cmyk_to(std::vector<uint8_t>& px, int out_channels) {
@@ -135,9 +141,7 @@ bool decode_jpeg(const std::vector<uint8_t>& b, int channels, const LoadLimits& 
   const bool gray = channels == 1 || (channels == 0 && d.num_components == 1);
   const bool cmyk = d.jpeg_color_space == JCS_CMYK || d.jpeg_color_space == JCS_YCCK;  // libjpeg gives no RGB of these
   d.out_color_space = cmyk ? JCS_CMYK : gray ? JCS_GRAYSCALE : JCS_RGB;
-  // As stb's cap: no buffer of a decode (a progressive file's coefficients, 2 bytes each, for every
-  // component at full resolution: 6 bytes a pixel; the row buffers) needs more than this.
-  d.mem->max_memory_to_use = long(16 * (int64_t(w) + 16) * (int64_t(h) + 16)) + (long(1) << 20);
+  d.mem->max_memory_to_use = long(decode_memory_cap(w, h));
   jpeg_start_decompress(&d);
   c = d.output_components;
   try {
@@ -216,13 +220,11 @@ Tensor load_image(const std::string& path, int channels) {
   const int64_t pixels = int64_t(w) * int64_t(h), cap = load_limits().max_image_pixels;
   MG_CHECK(w > 0 && h > 0 && pixels <= cap, "load_image: ", path, " declares ", w, "x", h, " pixels, more than the limit of ",
            cap, " (io::LoadLimits::max_image_pixels)");
-  // No buffer stb needs is larger than the image, padded to JPEG's 16-pixel blocks, at 16 bytes a
-  // pixel (16-bit RGBA PNG rows with their filter bytes, JPEG planes), or than twice the file (a
-  // PNG's gathered IDAT data).
+  // No buffer stb needs is larger than the decode cap plus twice the file (a PNG's gathered IDAT data).
   struct CapGuard {
     explicit CapGuard(size_t cap) { stb_alloc_cap = cap, stb_cap_refused = false; }
     ~CapGuard() { stb_alloc_cap = 0; }
-  } cap_guard(size_t(16 * (int64_t(w) + 16) * (int64_t(h) + 16) + 2 * int64_t(len)) + (size_t(1) << 20));
+  } cap_guard(size_t(decode_memory_cap(w, h) + 2 * int64_t(len)));
   std::unique_ptr<unsigned char, void (*)(void*)> px(stbi_load_from_memory(b.data(), len, &w, &h, &c, channels),
                                                      stbi_image_free);
   MG_CHECK(px || !stb_cap_refused, "load_image: ", path, " needs a larger buffer than a ", w, "x", h,
