@@ -715,3 +715,47 @@ TEST_CASE("open_conv2d: the fused kernels of every vector level the CPU has matc
   }
   set_cpu_isa(saved);
 }
+
+// The Sum backward passes blocks of patch rows whose columns and dcols fit 128 KiB: patches of 144
+// (and 72 per group) rows over hundreds of positions take several blocks and a partial last one,
+// at every level, with the threads' chunks of positions and with deterministic mode's eight.
+TEST_CASE("open_conv2d: the Sum backward over blocks of patch rows matches unfold-and-broadcast") {
+  const CpuIsa saved = cpu_isa();
+  const std::vector<Cfg> cases = {{1, 16, 24, 24, 9, 3, 1, 1, 1, 1}, {1, 16, 20, 20, 10, 3, 1, 1, 1, 2}};
+  auto l1 = [](const Tensor& a, const Tensor& b) { return neg(abs(sub(a, b))); };
+  auto huber = [](const Tensor& a, const Tensor& b) {
+    Tensor d = abs(sub(a, b));
+    return where(lt(d, 1.0), mul(mul(d, d), -0.5), sub(full_like(d, 0.5), d));
+  };
+  for (bool deterministic : {false, true}) {
+    use_deterministic_algorithms(deterministic);
+    for (CpuIsa isa : cpu_isa_levels()) {
+      set_cpu_isa(isa);
+      const std::string level = cpu_isa_name(isa);
+      CAPTURE(level);
+      CAPTURE(deterministic);
+      for (const Cfg& c : cases) {
+        Tensor x = leaf({c.N, c.C, c.H, c.W}, Device::cpu()), w = leaf({c.Cout, c.C / c.groups, c.k, c.k}, Device::cpu());
+        const OpenConv2dOptions o{.padding = c.padding, .groups = c.groups};
+        auto check = [&](const char* name, auto comb, const TensorCombine& ops) {
+          CAPTURE(name);
+          Tensor y = open_conv2d(x, w, {}, comb, o);
+          Tensor want = reference(x, w, c, ops, builtin(Reduce::Sum));
+          check_close(vals(y), vals(want), 1e-11);
+          Tensor g = randn(y.sizes(), kFloat64);
+          sum(mul(y, g)).backward();
+          Tensor gx = x.grad(), gw = w.grad();
+          x.zero_grad(), w.zero_grad();
+          sum(mul(want, g)).backward();
+          check_close(vals(gx), vals(x.grad()), 1e-10);
+          check_close(vals(gw), vals(w.grad()), 1e-10);
+          x.zero_grad(), w.zero_grad();
+        };
+        check("L1", combine::L1{}, l1);
+        check("Huber", Huber{}, huber);
+      }
+    }
+  }
+  use_deterministic_algorithms(false);
+  set_cpu_isa(saved);
+}
