@@ -56,6 +56,8 @@ void gemm_backward_tile(const Tensor& P, const Tensor& w, const Tensor& gy, cons
                         const Plan& p);
 // True when every group's Og rows of w (Cout, ...) are equal.
 bool rows_identical(const Tensor& w, int64_t groups);
+// True when r (G, Cg, kh, kw) is the same for every channel c of each group.
+bool same_over_channels(const Tensor& r);
 // Samples the separable form against operator() and throws, naming the functor, if they differ.
 void check_separable_sample(const std::string& name, double x, double w, double combined, double separated);
 
@@ -373,6 +375,193 @@ SeparableSkeleton detected_form(const C& comb, const Tensor& x, const Tensor& w,
   }
 }
 
+// fn(v) - shift on every element of x, as an op: its gradient fn'(x) comes from dual numbers,
+// recomputed from x in backward (the tape keeps x, which the caller holds anyway, not fn(x)).
+template <class Fn>
+Tensor map_dual(const Tensor& x, const Fn& fn, double shift) {
+  const Tensor xc = x.detach().contiguous();
+  Tensor out = empty(x.sizes(), x.options());
+  const int64_t n = x.numel();
+  visit_floating(x.dtype(), "open_conv2d", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* s = xc.data_ptr<T>();
+    T* d = out.data_ptr<T>();
+    const T b = T(shift);
+    parallel_for(0, n, kParallelGrain, [&](int64_t j0, int64_t j1) {
+#pragma omp simd
+      for (int64_t j = j0; j < j1; ++j) d[j] = T(fn(s[j])) - b;
+    });
+  });
+  if (needs_grad(x)) {
+    SavedTensor sx(x);
+    record("open_conv2d", {x}, {out}, [sx, fn, n](std::vector<Tensor>& gr) {
+      const Tensor xv = sx.unpack("open_conv2d").contiguous(), g = gr[0].contiguous();
+      Tensor dx = empty(xv.sizes(), xv.options());
+      visit_floating(xv.dtype(), "open_conv2d", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        const T *s = xv.data_ptr<T>(), *gp = g.data_ptr<T>();
+        T* d = dx.data_ptr<T>();
+        parallel_for(0, n, kParallelGrain, [&](int64_t j0, int64_t j1) {
+#pragma omp simd
+          for (int64_t j = j0; j < j1; ++j) d[j] = gp[j] * fn(Dual2<T>{s[j], T(1), T(0)}).dx;
+        });
+      });
+      return std::vector<Tensor>{dx};
+    });
+  }
+  return out;
+}
+
+// s (N, G, H, W): for each group g of x's channels, sum_c fn(x[n, c, h, w]) - shift over its
+// channels; backward dx = fn'(x) * ds of the channel's group (dual numbers, from x).
+template <class Fn>
+Tensor map_channel_sum(const Tensor& x, const Fn& fn, double shift, int64_t G) {
+  const Tensor xc = x.detach().contiguous();
+  const int64_t N = x.size(0), C = x.size(1), Cg = C / G, HW = x.size(2) * x.size(3);
+  Tensor out = empty({N, G, x.size(2), x.size(3)}, x.options());
+  constexpr int64_t B = 1024;  // positions per task
+  const int64_t blocks = (HW + B - 1) / B;
+  visit_floating(x.dtype(), "open_conv2d", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* s = xc.data_ptr<T>();
+    T* d = out.data_ptr<T>();
+    const T b = T(shift);
+    parallel_for(0, N * G * blocks, grain_for(Cg * B), [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t ng = t / blocks, q0 = (t % blocks) * B, q1 = std::min(HW, q0 + B);
+        T* o = d + ng * HW;
+        for (int64_t q = q0; q < q1; ++q) o[q] = T(0);
+        for (int64_t c = 0; c < Cg; ++c) {
+          const T* xr = s + (ng * Cg + c) * HW;
+#pragma omp simd
+          for (int64_t q = q0; q < q1; ++q) o[q] += T(fn(xr[q])) - b;
+        }
+      }
+    });
+  });
+  if (needs_grad(x)) {
+    SavedTensor sx(x);
+    record("open_conv2d", {x}, {out}, [sx, fn, G](std::vector<Tensor>& gr) {
+      const Tensor xv = sx.unpack("open_conv2d").contiguous(), g = gr[0].contiguous();
+      const int64_t n = xv.size(0) * xv.size(1), Cg = xv.size(1) / G, HW = xv.size(2) * xv.size(3);
+      Tensor dx = empty(xv.sizes(), xv.options());
+      visit_floating(xv.dtype(), "open_conv2d", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        const T *s = xv.data_ptr<T>(), *gp = g.data_ptr<T>();
+        T* d = dx.data_ptr<T>();
+        parallel_for(0, n, grain_for(HW), [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r) {  // row r = (image, channel): its group's gradient
+            const T* gr_ = gp + (r / Cg) * HW;
+#pragma omp simd
+            for (int64_t q = 0; q < HW; ++q) d[r * HW + q] = gr_[q] * fn(Dual2<T>{s[r * HW + q], T(1), T(0)}).dx;
+          }
+        });
+      });
+      return std::vector<Tensor>{dx};
+    });
+  }
+  return out;
+}
+
+// Whether path 2 can run on the plain convolution (separable_conv below): on the CPU, without a
+// patch hook, on a non-empty input, and where the padding is, with every f_i(0) finite (f_i(0)
+// g_i(w) is the padding's part; a non-finite one takes the tile loop, which evaluates it).
+template <class C>
+bool separable_on_conv(const C& comb, const Tensor& x, const Conv2dGeometry& g, const OpenConv2dOptions& o) {
+  if (o.patch || x.device().is_cuda() || x.numel() == 0) return false;
+  if (g.pad_h == 0 && g.pad_w == 0) return true;
+  bool finite = true;
+  for_each_term<C::separable_terms>([&](auto ic) {
+    const double f0 = double(comb.f(decltype(ic)::value, 0.0));
+    finite = finite && std::isfinite(f0);
+  });
+  return finite;
+}
+
+// Path 2 on the plain convolution, with autograd from its ops: a term i with f_i not constant is
+// conv2d(f_i(x) - b_i, g_i(W)), b_i = f_i(0) (so the zero padding stays exact), and the b_i parts
+// add b_i * sum_k g_i(W) to every position. The shortcuts of the tile loop, checked on every value
+// of x (and 0 where there is padding): a constant f_i adds only b_i * sum_k g_i(W); a linear
+// f_i = a x + b convolves x itself with a g_i(W); a term whose g_i is constant with equal rows in
+// each group (RBF's -x^2 * 1) is one conv with a single output channel per group, broadcast.
+// No columns are kept (the conv picks its direct or tiled GEMM kernels); a general term's
+// f_i(x) - b_i is a tensor of x's size, kept for dW's conv when W needs a gradient.
+template <class C>
+Tensor separable_conv(const C& comb, const Tensor& x, const Tensor& w, const Conv2dOptions& co,
+                      const Conv2dGeometry& g) {
+  const int64_t Cout = w.size(0), G = co.groups, Og = Cout / G, K = g.rows() / G;
+  const bool padded = g.pad_h > 0 || g.pad_w > 0;
+  const Tensor xd = x.detach().contiguous();
+  Tensor y, shift;  // shift (Cout): sum_i b_i * sum_k g_i(W)
+  std::vector<Tensor> per_group;  // the broadcast terms' (N, G, Ho, Wo)
+  std::vector<std::pair<Tensor, Tensor>> convs;  // (input, weight) of the other terms
+  visit_floating(x.dtype(), "open_conv2d", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    for_each_term<C::separable_terms>([&](auto ic) {
+      constexpr int i = decltype(ic)::value;
+      if constexpr (is_detected<C>) {
+        if (i >= comb.s.terms) return;  // a detected form's unused terms are 0
+      }
+      TileTerm tt = classify_tile<i>(comb, xd.data_ptr<T>(), xd.numel());
+      if (padded && tt.kind != TileTerm::General) {  // the line must hold at the padding's 0 too
+        const Dual2<T> z = comb.f(i, Dual2<T>{T(0), T(1), T(0)});
+        if (!(z.v == T(tt.b) && z.dx == T(tt.a))) tt = {};
+      }
+      if (tt.kind == TileTerm::General) tt.b = double(T(comb.f(i, T(0))));
+      if (!padded && !std::isfinite(tt.b)) tt.b = 0.0;  // no padding: any shift is exact
+      // G_i = g_i(W); constant where g_i' is 0 on every weight (no node, no gradient to W).
+      const Tensor wd = w.detach().contiguous();
+      Tensor Gc = empty(w.sizes(), w.options());
+      bool varies = false;
+      {
+        const T* wp = wd.data_ptr<T>();
+        T* gp = Gc.data_ptr<T>();
+        const int64_t n = wd.numel();
+        for (int64_t j = 0; j < n; ++j) {
+          const Dual2<T> r = comb.g(i, Dual2<T>{wp[j], T(1), T(0)});
+          gp[j] = r.v;
+          varies = varies || r.dx != T(0);
+        }
+      }
+      // (where W needs a gradient, through the op anyway: a g_i' of 0 gives W a zero gradient, as
+      // torch's sign() does, not none)
+      const Tensor Gi = varies || needs_grad(w) ? map_dual(w, [comb](auto v) { return comb.g(i, v); }, 0.0) : Gc;
+      if (tt.b != 0.0) {
+        Tensor part = mul(sum(Gi.view({Cout, -1}), {1}), tt.b);
+        shift = shift.defined() ? add(shift, part) : part;
+      }
+      if (tt.kind == TileTerm::Constant) return;
+      const bool linear = tt.kind == TileTerm::Linear;
+      if (!varies && rows_identical(Gc, G)) {  // one output channel per group, broadcast to its Og
+        Tensor r = Gc.view({G, Og, K}).select(1, 0).contiguous().view({G, w.size(1), w.size(2), w.size(3)});
+        if (same_over_channels(r)) {  // (RBF's 1): the channels' sum first, then a one-channel conv
+          const Tensor S = map_channel_sum(x, [comb](auto v) { return comb.f(i, v); }, tt.b, G);
+          const Conv2dOptions cs{.stride = co.stride, .padding = co.padding, .dilation = co.dilation, .groups = G};
+          per_group.push_back(conv2d(S, r.narrow(1, 0, 1).contiguous(), {}, cs));  // (N, G, Ho, Wo)
+          return;
+        }
+        const Tensor F = linear ? x : map_dual(x, [comb](auto v) { return comb.f(i, v); }, tt.b);
+        if (linear) r = mul(r, tt.a);
+        per_group.push_back(conv2d(F, r, {}, co));  // (N, G, Ho, Wo)
+        return;
+      }
+      const Tensor F = linear ? x : map_dual(x, [comb](auto v) { return comb.f(i, v); }, tt.b);
+      convs.emplace_back(F, linear && tt.a != 1.0 ? mul(Gi, tt.a) : Gi);
+    });
+  });
+  // The convs once the shift is known: it rides on the first as its bias (one output-sized
+  // tensor fewer in forward and in backward).
+  for (auto& [F, Wt] : convs) {
+    Tensor term = conv2d(F, Wt, y.defined() ? Tensor() : shift, co);
+    if (!y.defined()) shift = Tensor();
+    y = y.defined() ? add(y, term) : term;
+  }
+  const int64_t N = x.size(0), L = g.Ho * g.Wo;
+  if (!y.defined()) y = zeros({N, Cout, g.Ho, g.Wo}, x.options());
+  for (const Tensor& s : per_group) y = add(y.view({N, G, Og, L}), s.view({N, G, 1, L})).view({N, Cout, g.Ho, g.Wo});
+  return shift.defined() ? add(y, shift.view({1, Cout, 1, 1})) : y;
+}
+
 template <class Combine, class Red>
 Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, const Combine& comb, const Red& red,
                         const OpenConv2dOptions& o) {
@@ -404,6 +593,12 @@ Tensor open_conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bia
   };
   if constexpr (kSum && kMul) {
     if (!o.patch) return finish(conv2d(x, w, {}, co));  // path 1: the GEMM convolution
+  }
+  if constexpr (kSum && !kMul && Separable<Combine>) {  // path 2 on the plain conv
+    if (separable_on_conv(comb, x, g, o)) {
+      if constexpr (!is_detected<Combine>) check_separable_form(comb);
+      return finish(separable_conv(comb, x, w, co, g));
+    }
   }
   // Paths 2 and 3 work through one image's columns at a time: a separable combine with Sum as a few
   // GEMMs per tile, anything else in the fused kernel (multiply + sum with a patch hook runs this
@@ -567,9 +762,12 @@ std::string explain_open_conv2d(const Tensor& x, const Tensor& weight, Combine c
   namespace d = open_conv_detail;
   const bool sum = o.reduce == Reduce::Sum;
   if (sum && std::is_same_v<Combine, combine::Mul> && !o.patch) return "GEMM convolution (multiply + sum)";
+  const Conv2dOptions co{.stride = o.stride, .padding = o.padding, .dilation = o.dilation, .groups = o.groups};
+  const Conv2dGeometry g = detail::conv2d_geometry("open_conv2d", x, weight, {}, co);
   if constexpr (d::Separable<Combine>) {
     if (sum && !x.device().is_cuda())
-      return "separable, declared: " + std::to_string(Combine::separable_terms) + " terms as GEMMs per tile";
+      return "separable, declared: " + std::to_string(Combine::separable_terms) + " terms as " +
+             (d::separable_on_conv(comb, x, g, o) ? "convolutions" : "GEMMs per tile");
   }
   if (!sum) return "fused kernel (the reduction is not a sum)";
   if (std::is_same_v<Combine, combine::Mul>) return "fused loop of one GEMM per tile (multiply + sum with a patch hook)";
@@ -577,7 +775,9 @@ std::string explain_open_conv2d(const Tensor& x, const Tensor& weight, Combine c
   const Tensor w = o.weight ? o.weight(weight) : weight;
   const char* why_not = nullptr;
   const d::SeparableSkeleton sk = d::detected_form(comb, x, w, o, &why_not);
-  if (sk.terms >= 0) return "separable, detected: " + std::to_string(sk.terms) + " terms as GEMMs per tile";
+  if (sk.terms >= 0)
+    return "separable, detected: " + std::to_string(sk.terms) + " terms as " +
+           (d::separable_on_conv(d::DetectedSeparable<Combine>{comb, sk}, x, g, o) ? "convolutions" : "GEMMs per tile");
   return std::string("fused kernel (") + why_not + ")";
 }
 

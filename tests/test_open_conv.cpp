@@ -355,6 +355,21 @@ struct UserSum {  // the sum as a user reduction: forces the fused kernel
   static constexpr double identity = 0.0;
   template <class T> T operator()(T a, T b) const { return a + b; }
 };
+// x^2 sign(w): g constant almost everywhere (g' = 0, so no gradient to W) but with rows that
+// differ, so it is not the broadcast one-channel conv.
+struct SquareSign {
+  template <class T> T operator()(T x, T w) const { return x * x * (w > T(0) ? T(1) : T(-1)); }
+  static constexpr int separable_terms = 1;
+  template <class T> T f(int, T x) const { return x * x; }
+  template <class T> T g(int, T w) const { return w > T(0) ? T(1) : T(-1); }
+};
+// log(x) w: f(0) is -infinity, so with padding the padding's part is not a finite shift.
+struct LogTimes {
+  template <class T> T operator()(T x, T w) const { return cf::log(x) * w; }
+  static constexpr int separable_terms = 1;
+  template <class T> T f(int, T x) const { return cf::log(x); }
+  template <class T> T g(int, T w) const { return w; }
+};
 struct WrongSeparable {  // declares x * 2w for x * w
   template <class T> T operator()(T x, T w) const { return x * w; }
   static constexpr int separable_terms = 1;
@@ -363,7 +378,7 @@ struct WrongSeparable {  // declares x * 2w for x * w
 };
 }  // namespace
 
-TEST_CASE("open_conv2d: separable combines run as GEMM convolutions") {
+TEST_CASE("open_conv2d: separable combines run as convolutions") {
   check_against_reference("(x+1)(w-2), separable", ShiftedProduct{},
                           [](const Tensor& a, const Tensor& b) { return mul(add(a, 1.0), sub(b, 2.0)); }, Reduce::Sum);
   auto mixed_ops = [](const Tensor& a, const Tensor& b) { return add(mul(mul(a, a), b), mul(a, 3.0)); };
@@ -380,6 +395,77 @@ TEST_CASE("open_conv2d: separable combines run as GEMM convolutions") {
   check_close(vals(sep), vals(fused), 1e-10);
   CHECK_ERROR(open_conv2d(x, randn({6, 4, 3, 3}, kFloat64), {}, WrongSeparable{}), "open_conv2d", "WrongSeparable",
               "separable form", "disagrees");
+  check_against_reference("x^2 sign(w), separable with differing constant rows", SquareSign{},
+                          [](const Tensor& a, const Tensor& b) {  // (+ 0 b: W in the graph, with a zero gradient)
+                            return mul(mul(a, a), add(sub(mul(gt(b, 0.0).to(b.dtype()), 2.0), 1.0), mul(b, 0.0)));
+                          }, Reduce::Sum);
+  {  // sign(w) the same for every output channel but not for every input channel: a one-channel
+     // conv per group on x^2 itself (not on the channels' sum)
+    Tensor xs = randn({2, 4, 7, 7}, kFloat64).requires_grad_();
+    Tensor mag = add(rand({6, 2, 3, 3}, kFloat64), 0.5);
+    Tensor pattern = zeros({1, 2, 3, 3}, kFloat64);
+    {
+      auto* q = pattern.data_ptr<double>();
+      for (int64_t i = 0; i < pattern.numel(); ++i) q[i] = (i / 9 + i % 3) % 2 ? 1.0 : -1.0;
+    }
+    Tensor ws = mul(mag, pattern).detach().requires_grad_();
+    Tensor y = open_conv2d(xs, ws, {}, SquareSign{}, {.padding = 1, .groups = 2});
+    Cfg c{2, 4, 7, 7, 6, 3, 1, 1, 1, 2};
+    Tensor x2 = xs.detach().requires_grad_();
+    Tensor want = reference(x2, ws, c, [](const Tensor& a, const Tensor& b) {
+      return mul(mul(a, a), sub(mul(gt(b, 0.0).to(b.dtype()), 2.0), 1.0));
+    }, builtin(Reduce::Sum));
+    check_close(vals(y), vals(want), 1e-12);
+    sum(mul(y, y.detach())).backward();
+    sum(mul(want, want.detach())).backward();
+    check_close(vals(xs.grad()), vals(x2.grad()), 1e-10);
+  }
+  // Which loop path 2 takes: the plain conv, or the tile loop (a patch hook; padding where an f_i(0)
+  // is not finite).
+  Tensor xp = add(rand({2, 4, 9, 9}, kFloat64), 0.5);
+  CHECK(explain_open_conv2d(xp, w, combine::L2{}, {.groups = 2}) == "separable, declared: 3 terms as convolutions");
+  CHECK(explain_open_conv2d(xp, w, combine::L2{}, {.groups = 2, .patch = normalise_patches}) ==
+        "separable, declared: 3 terms as GEMMs per tile");
+  Tensor wl = randn({6, 4, 3, 3}, kFloat64);
+  CHECK(explain_open_conv2d(xp, wl, LogTimes{}) == "separable, declared: 1 terms as convolutions");
+  CHECK(explain_open_conv2d(xp, wl, LogTimes{}, {.padding = 1}) == "separable, declared: 1 terms as GEMMs per tile");
+  {  // unpadded on positive data: the conv path with no shift, against the reference
+    Tensor a = xp.detach().requires_grad_(), b = wl.detach().requires_grad_();
+    Tensor y = open_conv2d(a, b, {}, LogTimes{});
+    Cfg c{2, 4, 9, 9, 6, 3, 1, 0, 1, 1};
+    Tensor a2 = xp.detach().requires_grad_(), b2 = wl.detach().requires_grad_();
+    Tensor want = reference(a2, b2, c, [](const Tensor& u, const Tensor& v) { return mul(log(u), v); },
+                            builtin(Reduce::Sum));
+    check_close(vals(y), vals(want), 1e-12);
+    sum(mul(y, y.detach())).backward();
+    sum(mul(want, want.detach())).backward();
+    check_close(vals(a.grad()), vals(a2.grad()), 1e-10);
+    check_close(vals(b.grad()), vals(b2.grad()), 1e-10);
+  }
+}
+
+TEST_CASE("open_conv2d: separable combines keep no columns") {
+  // 8 images 16->16 3x3 on 16x16, as the fused path's test: the conv path holds tensors of x's size
+  // (f(x) - f(0) for a general term, its gradient), never a tile of columns (144 x 256 per image).
+  Tensor x = randn({8, 16, 16, 16}, requires_grad()), w = randn({16, 16, 3, 3}, requires_grad());
+  const int64_t xs = x.numel() * 4, cols = 144 * 256 * 4;
+  auto peak_of = [&](auto comb) {
+    x.zero_grad();
+    w.zero_grad();
+    empty_cache();
+    reset_peak_memory_stats();
+    const int64_t base = memory_stats().current_bytes;
+    Tensor y = open_conv2d(x, w, {}, comb, {.padding = 1});
+    sum(y).backward();
+    return memory_stats().peak_bytes - base;
+  };
+  const int64_t plain = peak_of(combine::Mul{});
+  for (int64_t peak : {peak_of(combine::L2{}), peak_of(Mixed{})}) {
+    CAPTURE(plain);
+    CAPTURE(peak);
+    CHECK(peak <= plain + 3 * xs + 64 * 1024);
+    CHECK(peak < plain + 8 * cols);
+  }
 }
 
 TEST_CASE("the README's open-convolution snippets run as written") {
@@ -428,6 +514,9 @@ struct SoftThreshold {  // branches that differ per lane: x w shrunk towards 0 b
 // Separable without saying so: detected.
 struct WTanhX {  // w tanh(x): one term
   template <class T> T operator()(T x, T w) const { return w * cf::tanh(x); }
+};
+struct WExpX {  // w exp(x): one term, f(0) = exp(0) w_s != 0
+  template <class T> T operator()(T x, T w) const { return w * cf::exp(x); }
 };
 struct ProductPlusTanh {  // x w + tanh(x): two terms
   template <class T> T operator()(T x, T w) const { return x * w + cf::tanh(x); }
@@ -502,10 +591,14 @@ TEST_CASE("open_conv2d: separable combines are detected from the functor and ver
   check_against_reference("x w + tanh(x), detected", ProductPlusTanh{}, [](const Tensor& a, const Tensor& b) {
     return add(mul(a, b), tanh(a));
   }, Reduce::Sum);
+  // f(0) != 0 on a general term: the padding's part is the shift f(0) sum_k g(w)
+  check_against_reference("w exp(x), detected", WExpX{}, [](const Tensor& a, const Tensor& b) {
+    return mul(b, exp(a));
+  }, Reduce::Sum);
   Tensor x = randn({2, 4, 7, 7}, kFloat64), w = randn({6, 4, 3, 3}, kFloat64);
-  CHECK(explain_open_conv2d(x, w, WTanhX{}) == "separable, detected: 1 terms as GEMMs per tile");
-  CHECK(explain_open_conv2d(x, w, ProductPlusTanh{}) == "separable, detected: 2 terms as GEMMs per tile");
-  CHECK(explain_open_conv2d(x, w, combine::L2{}) == "separable, declared: 3 terms as GEMMs per tile");
+  CHECK(explain_open_conv2d(x, w, WTanhX{}) == "separable, detected: 1 terms as convolutions");
+  CHECK(explain_open_conv2d(x, w, ProductPlusTanh{}) == "separable, detected: 2 terms as convolutions");
+  CHECK(explain_open_conv2d(x, w, combine::L2{}) == "separable, declared: 3 terms as convolutions");
   CHECK(explain_open_conv2d(x, w, combine::Mul{}) == "GEMM convolution (multiply + sum)");
   for (const std::string s : {explain_open_conv2d(x, w, Huber{}), explain_open_conv2d(x, w, GaussianComb{}),
                               explain_open_conv2d(x, w, SoftThreshold{})})
@@ -525,7 +618,7 @@ TEST_CASE("open_conv2d: separable combines are detected from the functor and ver
   // three terms. The form found there is used there (not checked at fixed points outside it).
   {
     Tensor xh = mul(rand({2, 3, 7, 7}, kFloat64), 0.4), wh = sub(mul(rand({4, 3, 3, 3}, kFloat64), 0.4), 0.2);
-    CHECK(explain_open_conv2d(xh, wh, Huber{}, {.padding = 1}) == "separable, detected: 3 terms as GEMMs per tile");
+    CHECK(explain_open_conv2d(xh, wh, Huber{}, {.padding = 1}) == "separable, detected: 3 terms as convolutions");
     CHECK(explain_open_conv2d(mul(xh, 10.0), wh, Huber{}, {.padding = 1}) ==
           "fused kernel (no separable form with up to 3 terms holds on this data)");
     Tensor a = xh.detach().requires_grad_(), b = wh.detach().requires_grad_();
