@@ -17,6 +17,8 @@ template <class F>
 std::pair<double, double> measure(F&& step, int reps) {
   step();
   empty_cache();
+  step();  // again after emptying the cache: the timed steps find their blocks cached, not fresh
+           // pages from the OS (the first steps of a shape ran up to 2x slower, 3 reps missed it)
   reset_peak_memory_stats();
   const int64_t base = memory_stats().current_bytes;
   std::vector<double> t;
@@ -78,7 +80,7 @@ int main(int argc, char** argv) {
     const OpenConv2dOptions hooks{.patch = [](const Tensor& c) { return mul(c, 0.5); },
                                   .weight = [](const Tensor& v) { return tanh(v); },
                                   .output = [inv_k](const Tensor& y) { return mul(y, inv_k); }};
-    const int reps = 3;
+    const int reps = N <= 16 ? 7 : 3;
     std::pair<double, double> plain = measure(run(combine::Mul{}, {}), reps), l1{};
     struct Row { const char* name; std::function<void()> step; bool vs_l1 = false; };
     std::vector<Row> rows{{"x*w, sum (plain conv)", {}},
