@@ -509,7 +509,7 @@ Tensor separable_conv(const C& comb, const Tensor& x, const Tensor& w, const Con
       }
       if (tt.kind == TileTerm::General) tt.b = double(T(comb.f(i, T(0))));
       if (!padded && !std::isfinite(tt.b)) tt.b = 0.0;  // no padding: any shift is exact
-      // G_i = g_i(W); constant where g_i' is 0 on every weight (no node, no gradient to W).
+      // G_i = g_i(W); `varies` unless g_i' is 0 on every weight (then Gc is the values, no node).
       const Tensor wd = w.detach().contiguous();
       Tensor Gc = empty(w.sizes(), w.options());
       bool varies = false;
